@@ -1,0 +1,1 @@
+"""Open-loop load generation, batching-mode sweeps and quality-per-compute studies."""

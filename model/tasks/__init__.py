@@ -1,0 +1,1 @@
+"""Puzzle task families behind one protocol (see base.py)."""

@@ -1,0 +1,1 @@
+"""GRAM Serve: the HTTP front end, the continuous trajectory batching engine, queues and metrics."""
