@@ -108,7 +108,6 @@ def guidance(
 ) -> torch.Tensor:
     """Stochastic guidance (GRAM eq. 8-9 with the prior): h = u + mu + sigma * eps, eps ~ N(0, I) from the
     per-slot counter stream. u, mu, sigma: [B, L, D]."""
-    b = u.shape[0]
     eps = counter_normal(seed, traj, counter, u[0].numel()).view_as(u).to(u.dtype)
     return u + mu + sigma * eps
 

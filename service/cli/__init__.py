@@ -6,7 +6,9 @@ import importlib
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="GRAM Serve: recursive reasoning as a service.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="GRAM Serve: recursive reasoning as a service."
+)
 
 # One module per concern; each defines its commands with @app.command(). Import order = help order.
 _COMMAND_MODULES = ("serve", "solve", "worker", "train", "evaluate")
