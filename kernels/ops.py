@@ -1,19 +1,92 @@
 """The dispatch layer the model calls: one function per fused op.
 
-Today every op resolves to its torch reference (kernels.reference). The Triton kernels plug in here,
-chosen on CUDA tensors and selectable by the GRAM_KERNELS environment variable for tests
-("torch" | "triton" | "auto"). Signatures here are the contract; keep them stable.
+Each op runs its Triton kernel when kernels.backend.use_triton() says so (CUDA tensors by default;
+GRAM_KERNELS=auto|torch|triton, "triton" on CPU = the interpreter, for tests) and its torch reference
+(kernels.reference) otherwise, including whenever autograd needs the result. Signatures here are the
+contract; new arguments are keyword-only with defaults.
 """
 
 from __future__ import annotations
 
-from kernels.reference import (  # noqa: F401  (re-exported as the op set)
-    add_rmsnorm,
-    counter_normal,
-    decode_epilogue,
-    gaussian_kl,
-    guidance,
-    inject,
-    rms_norm,
-    swiglu,
-)
+import torch
+
+from kernels import reference
+from kernels.backend import load_kernels, use_triton
+from kernels.reference import counter_normal as _counter_normal_ref
+
+__all__ = [
+    "add_rmsnorm", "counter_normal", "decode_epilogue", "gaussian_kl", "guidance", "inject", "rms_norm",
+    "sum_rmsnorm", "swiglu", "swiglu_add_rmsnorm",
+]
+
+
+def rms_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    if use_triton(x):
+        return load_kernels("triton_norm").sum_norm((x,), normalize=True, eps=eps)
+    return reference.rms_norm(x, eps)
+
+
+def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    if use_triton(x, delta):
+        return load_kernels("triton_norm").sum_norm((x, delta), normalize=True, eps=eps)
+    return reference.add_rmsnorm(x, delta, eps)
+
+
+def sum_rmsnorm(*tensors: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """rms_norm(sum(tensors)), up to four tensors: residual add + RMSNorm with the injection folded in."""
+    if use_triton(*tensors):
+        return load_kernels("triton_norm").sum_norm(tensors, normalize=True, eps=eps)
+    return reference.sum_rmsnorm(*tensors, eps=eps)
+
+
+def inject(state: torch.Tensor, *injections: torch.Tensor) -> torch.Tensor:
+    if injections and len(injections) < 4 and use_triton(state, *injections):
+        return load_kernels("triton_norm").sum_norm((state, *injections), normalize=False)
+    return reference.inject(state, *injections)
+
+
+def swiglu(
+    x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *, impl: str = "auto"
+) -> torch.Tensor:
+    """impl (Triton only): "fused" one kernel (widths <= 256), "composed" two GEMM kernels, "auto"."""
+    if use_triton(x, w_gate_up, w_down):
+        return load_kernels("triton_swiglu").swiglu(x, w_gate_up, w_down, impl=impl)
+    return reference.swiglu(x, w_gate_up, w_down)
+
+
+def swiglu_add_rmsnorm(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float = 1e-5,
+                       *, impl: str = "auto") -> torch.Tensor:
+    """rms_norm(x + swiglu(x)): a whole MLP sub-layer in one kernel for the shipped widths."""
+    if use_triton(x, w_gate_up, w_down):
+        return load_kernels("triton_swiglu").swiglu(x, w_gate_up, w_down, residual_norm=True, eps=eps,
+                                                    impl=impl)
+    return reference.swiglu_add_rmsnorm(x, w_gate_up, w_down, eps)
+
+
+def counter_normal(seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor, numel: int) -> torch.Tensor:
+    if use_triton(seed):
+        return load_kernels("triton_guidance").counter_normal(seed, traj, counter, numel)
+    return _counter_normal_ref(seed, traj, counter, numel)
+
+
+def guidance(
+    u: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
+    seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
+) -> torch.Tensor:
+    if use_triton(u, mu, sigma):
+        return load_kernels("triton_guidance").guidance(u, mu, sigma, seed, traj, counter)
+    return reference.guidance(u, mu, sigma, seed, traj, counter)
+
+
+def gaussian_kl(
+    mu_q: torch.Tensor, sigma_q: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor
+) -> torch.Tensor:
+    if use_triton(mu_q, sigma_q, mu_p, sigma_p):
+        return load_kernels("triton_guidance").gaussian_kl(mu_q, sigma_q, mu_p, sigma_p)
+    return reference.gaussian_kl(mu_q, sigma_q, mu_p, sigma_p)
+
+
+def decode_epilogue(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if use_triton(logits):
+        return load_kernels("triton_decode").decode_epilogue(logits)
+    return reference.decode_epilogue(logits)

@@ -127,3 +127,19 @@ def decode_epilogue(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     tokens = lf.argmax(-1)
     logprob = lf.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lf, dim=-1)
     return tokens, logprob
+
+
+# --- references for the fused ops added with the Triton kernels (same semantics, composed) ---
+
+
+def sum_rmsnorm(*tensors: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """rms_norm of a sum: the post-norm residual with the input injection folded in, e.g.
+    rms_norm(l + h + e_x + mix) for the first sub-layer of f_L."""
+    return rms_norm(inject(*tensors), eps)
+
+
+def swiglu_add_rmsnorm(
+    x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """The MLP sub-layer of a post-norm block: rms_norm(x + swiglu(x))."""
+    return add_rmsnorm(x, swiglu(x, w_gate_up, w_down), eps)

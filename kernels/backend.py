@@ -1,0 +1,99 @@
+"""Which implementation an op runs: the Triton kernels or the torch references.
+
+GRAM_KERNELS (read at every call, so tests can switch it):
+- "auto" (default): Triton for CUDA tensors when triton imports, torch references otherwise.
+- "torch": always the references.
+- "triton": always Triton; CPU tensors run under the Triton interpreter (TRITON_INTERPRET=1), which is how
+  the kernels are tested on machines without a GPU.
+
+Ops that must be differentiated (grad enabled and an input requires grad) always take the reference: the
+kernels are inference-only and define no backward.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+import torch
+
+ENV_VAR = "GRAM_KERNELS"
+MODES = ("auto", "torch", "triton")
+
+
+def mode() -> str:
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"{ENV_VAR}={value!r} is not one of {', '.join(MODES)}")
+    return value
+
+
+def _needs_autograd(tensors: tuple[Any, ...]) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+@functools.cache
+def triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # a broken install must not take the torch path down with it
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    """True when Triton kernels are (or will be) built for the interpreter rather than a GPU."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+
+
+def _triton_loaded_for_compiler() -> bool:
+    std = sys.modules.get("triton.language.standard")
+    if std is None:
+        return False
+    return type(getattr(std, "sigmoid", None)).__name__ == "JITFunction"
+
+
+def enable_interpreter() -> None:
+    """Run Triton kernels on the CPU through the interpreter (TRITON_INTERPRET=1).
+
+    triton.jit picks interpreter or compiler when a function is decorated, which for triton's own
+    library functions (tl.sum, ...) is when triton is imported. torch._dynamo imports triton, so in a
+    process that used torch.compile first, triton is already loaded for the compiler: drop it (and our
+    kernel modules) from sys.modules so they are imported afresh for the interpreter; code that already
+    holds the old modules keeps them."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    if _triton_loaded_for_compiler():
+        for name in [n for n in sys.modules if n == "triton" or n.startswith(("triton.", "kernels.triton_"))]:
+            del sys.modules[name]
+        load_kernels.cache_clear()
+        triton_importable.cache_clear()
+
+
+def use_triton(*tensors: Any) -> bool:
+    """Decide, for one call, whether the Triton kernel runs on these tensors."""
+    chosen = mode()
+    if chosen == "torch" or _needs_autograd(tensors):
+        return False
+    first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if first is None:
+        return False
+    if chosen == "triton":
+        if first.device.type == "cpu":
+            enable_interpreter()
+        if not triton_importable():
+            raise RuntimeError(f"{ENV_VAR}=triton but triton does not import")
+        return True
+    return first.device.type == "cuda" and triton_importable() and not interpreting()
+
+
+@functools.cache
+def load_kernels(name: str) -> ModuleType:
+    """Import kernels.<name> lazily, so CPU-only callers never import triton."""
+    return importlib.import_module(f"kernels.{name}")

@@ -1,0 +1,26 @@
+"""Synthetic step inputs for measuring a model: random input tokens, the model's own z0, distinct
+noise keys per slot. Shared by kernels.bench, kernels.check and kernels.cpu_path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def step_inputs(
+    model: Any, batch: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """(h, l, e_x, noise) for ``batch`` slots on the model's device, in the model's dtype."""
+    from model.gram import NoiseKeys  # the model's own key type; imported late to keep kernels/ light
+
+    c = model.config
+    device = model.device
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, c.in_vocab, (batch, c.seq_len, c.in_group), generator=gen)
+    with torch.no_grad():
+        e_x = model.encode(x.to(device))
+    h, l = model.init_state(batch)
+    keys = torch.arange(batch, dtype=torch.int64, device=device)
+    noise = NoiseKeys(seed=keys + seed * 1_000_003, traj=keys, step=torch.zeros_like(keys))
+    return h, l, e_x, noise

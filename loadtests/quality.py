@@ -1,0 +1,222 @@
+"""Quality per compute: accuracy and coverage against width (trajectories 1..W) and supervision steps,
+GRAM against the deterministic baseline, verified early exit on and off.
+
+    python -m loadtests.quality --checkpoint model/weights/nqueens.safetensors \
+        --baseline model/weights/nqueens_baseline.safetensors --puzzles 6 --width 256 \
+        --out loadtests/results/quality
+
+Runs the models in-process through the README's inference interface (encode / init_state / step) and the
+task's exact verifier, so it measures the method, not the service. Writes quality.csv, summary.json and
+three PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Annotated
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from loadtests.loadgen import write_csv  # noqa: E402
+from loadtests.quality_policy import POLICIES, evaluate, steps_saved_at_equal_coverage  # noqa: E402
+from loadtests.quality_trace import Trace, trace_puzzle  # noqa: E402
+from model.checkpoint import load_checkpoint  # noqa: E402
+from model.gram import GRAM  # noqa: E402
+from model.tasks.base import Instance  # noqa: E402
+from model.tasks.registry import get_task  # noqa: E402
+
+console = Console(width=150)
+
+
+def widths_up_to(w: int) -> list[int]:
+    out = [1]
+    while out[-1] * 2 <= w:
+        out.append(out[-1] * 2)
+    return out if out[-1] == w else [*out, w]
+
+
+def make_puzzles(task_name: str, count: int, seed: int, knobs: dict[str, int]) -> list[Instance]:
+    task = get_task(task_name)
+    rng = random.Random(seed)
+    return [task.generate(rng, **knobs)[0] for _ in range(count)]
+
+
+def trace_model(
+    model: GRAM, task_name: str, puzzles: list[Instance], width: int, steps: int, chunk: int, seed: int
+) -> list[Trace]:
+    task = get_task(task_name)
+    # A deterministic model (the TRM-style baseline) gives the same trajectory whatever the noise key,
+    # so one trajectory per puzzle is its whole behaviour; it is repeated to any width.
+    w = width if model.config.stochastic else 1
+    traces = []
+    for i, inst in enumerate(puzzles):
+        tr = trace_puzzle(model, task, inst, width=w, steps=steps, seed=seed + i, chunk=chunk)
+        if w != width:
+            tr = Trace(
+                tr.solution_id.expand(width, -1), tr.halted.expand(width, -1), tr.total_solutions, tr.seconds
+            )
+        traces.append(tr)
+        console.print(f"  puzzle {i}: {tr.total_solutions} solutions, {tr.seconds:.1f}s")
+    return traces
+
+
+def quality_rows(label: str, traces: list[Trace], width: int, steps: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for policy in POLICIES:
+        for k in widths_up_to(width):
+            for s in range(1, steps + 1):
+                o = evaluate(traces, k, s, policy)
+                rows.append(
+                    dict(
+                        model=label,
+                        policy=policy,
+                        width=k,
+                        max_steps=s,
+                        accuracy=o.accuracy,
+                        solved=o.solved,
+                        coverage=o.coverage,
+                        steps_spent=o.steps,
+                    )
+                )
+    return rows
+
+
+def _select(rows: list[dict[str, object]], **match: object) -> list[dict[str, object]]:
+    return [r for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Path, title: str) -> None:
+    models = sorted({str(r["model"]) for r in rows})
+    styles = {"final": "--", "verified": "-", "verified+halt": ":"}
+    # 1. against width, at full steps
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("solved", "coverage"), strict=True):
+        for m in models:
+            for policy in ("final", "verified"):
+                pts = _select(rows, model=m, policy=policy, max_steps=steps)
+                ax.plot(
+                    [p["width"] for p in pts],
+                    [p[metric] for p in pts],
+                    styles[policy],
+                    marker="o",
+                    label=f"{m}, early exit {'on' if policy == 'verified' else 'off'}",
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("trajectories per puzzle (width)")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}: quality vs width (max_steps {steps})")
+    fig.tight_layout()
+    fig.savefig(out / "quality_vs_width.png", dpi=120)
+    plt.close(fig)
+    # 2. against max_steps, at full width
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("accuracy", "coverage"), strict=True):
+        for m in models:
+            for policy in POLICIES:
+                pts = _select(rows, model=m, policy=policy, width=width)
+                ax.plot(
+                    [p["max_steps"] for p in pts],
+                    [p[metric] for p in pts],
+                    styles[policy],
+                    label=f"{m}, {policy}",
+                )
+        ax.set_xlabel("max supervision steps")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}: quality vs supervision steps (width {width})")
+    fig.tight_layout()
+    fig.savefig(out / "quality_vs_steps.png", dpi=120)
+    plt.close(fig)
+    # 3. coverage against compute spent: the early-exit saving at equal coverage, read horizontally
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for m in models:
+        for policy in ("final", "verified"):
+            pts = _select(rows, model=m, policy=policy, width=width)
+            ax.plot(
+                [p["steps_spent"] for p in pts],
+                [p["coverage"] for p in pts],
+                styles[policy],
+                marker=".",
+                label=f"{m}, early exit {'on' if policy == 'verified' else 'off'}",
+            )
+    ax.set_xlabel(f"supervision steps spent per puzzle ({width} trajectories)")
+    ax.set_ylabel("coverage")
+    ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title}: coverage per compute")
+    fig.tight_layout()
+    fig.savefig(out / "coverage_vs_compute.png", dpi=120)
+    plt.close(fig)
+
+
+def main(
+    checkpoint: Annotated[Path, typer.Option(help="GRAM checkpoint")] = Path(
+        "model/weights/nqueens.safetensors"
+    ),
+    baseline: Annotated[Path | None, typer.Option(help="deterministic baseline checkpoint")] = Path(
+        "model/weights/nqueens_baseline.safetensors"
+    ),
+    puzzles: Annotated[int, typer.Option(help="puzzles (generated by the task's generator)")] = 6,
+    width: Annotated[int, typer.Option(help="most trajectories per puzzle (W)")] = 256,
+    steps: Annotated[int, typer.Option(help="most supervision steps (S); 0: the model's n_sup")] = 0,
+    knob: Annotated[list[str] | None, typer.Option(help="generator knob KEY=INT, e.g. n=8")] = None,
+    chunk: Annotated[int, typer.Option(help="trajectories per model call")] = 64,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option()] = Path("loadtests/results/quality"),
+) -> None:
+    """Accuracy/coverage vs width and steps; GRAM vs baseline; steps saved by verified early exit."""
+    torch.set_num_threads(threads)
+    model = load_checkpoint(checkpoint)
+    task_name = model.config.task
+    knobs = {k: int(v) for k, v in (item.split("=", 1) for item in (knob or []))}
+    if task_name == "nqueens" and not knobs:
+        knobs = {"n": 8}
+    s = steps or model.config.n_sup
+    instances = make_puzzles(task_name, puzzles, seed, knobs)
+    started = time.monotonic()
+    console.print(f"[bold]{checkpoint.name}[/bold]: {puzzles} puzzles x {width} trajectories x {s} steps")
+    traces = {"gram": trace_model(model, task_name, instances, width, s, chunk, seed)}
+    if baseline is not None and baseline.exists():
+        console.print(f"[bold]{baseline.name}[/bold] (deterministic baseline)")
+        traces["baseline"] = trace_model(
+            load_checkpoint(baseline), task_name, instances, width, s, chunk, seed
+        )
+    rows = [r for label, tr in traces.items() for r in quality_rows(label, tr, width, s)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "quality.csv", rows)
+    summary: dict[str, object] = {
+        "checkpoint": str(checkpoint),
+        "task": task_name,
+        "knobs": knobs,
+        "puzzles": puzzles,
+        "width": width,
+        "max_steps": s,
+        "seconds": round(time.monotonic() - started, 1),
+        "early_exit_at_equal_coverage": steps_saved_at_equal_coverage(traces["gram"], width, s),
+    }
+    for label, tr in traces.items():
+        for policy in POLICIES:
+            o = evaluate(tr, width, s, policy)
+            summary[f"{label}/{policy}"] = o.__dict__
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_quality(rows, width, s, out, f"{task_name} {knobs}")
+    console.print_json(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    typer.run(main)

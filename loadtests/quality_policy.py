@@ -1,0 +1,93 @@
+"""Serving policies evaluated on trajectory traces: what k trajectories with max_steps s would have found,
+and how many supervision steps they would have spent.
+
+- ``final`` (verified early exit OFF; the paper's inference, request/serial modes): every trajectory runs
+  all s steps and only its last candidate is verified. Cost k * s.
+- ``verified`` (verified early exit ON; continuous mode): a trajectory retires at the first step whose
+  candidate the exact verifier accepts. Cost: that step, or s if it never becomes valid.
+- ``verified+halt``: as ``verified``, and a trajectory also retires when the halting head says stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from loadtests.quality_trace import NOT_VALID, Trace
+
+POLICIES = ("final", "verified", "verified+halt")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accuracy: float  # fraction of trajectories that returned a valid solution
+    solved: float  # fraction of puzzles with at least one valid solution
+    coverage: float  # mean over puzzles of distinct valid solutions found / all solutions
+    steps: float  # supervision steps spent per puzzle (summed over its k trajectories)
+
+
+def _first(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the first True per row, or the row length when there is none. mask: bool [k, s]."""
+    s = mask.shape[1]
+    idx = torch.arange(s).expand_as(mask)
+    return torch.where(mask, idx, torch.full_like(idx, s)).min(dim=1).values
+
+
+def run_policy(trace: Trace, k: int, s: int, policy: str) -> tuple[torch.Tensor, float]:
+    """(solution id per trajectory, NOT_VALID if none; steps spent) for the first k trajectories."""
+    if not (1 <= k <= trace.width and 1 <= s <= trace.steps):
+        raise ValueError(f"k={k}, s={s} outside the trace ({trace.width} x {trace.steps})")
+    ids = trace.solution_id[:k, :s]
+    if policy == "final":
+        return ids[:, s - 1], float(k * s)
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+    first_valid = _first(ids != NOT_VALID)
+    stop = first_valid
+    if policy == "verified+halt":
+        # Verification runs before the halting decision in the same step, so a valid step still counts.
+        stop = torch.minimum(first_valid, _first(trace.halted[:k, :s]))
+    found = torch.where(
+        first_valid == stop,
+        ids.gather(1, stop.clamp(max=s - 1).unsqueeze(1)).squeeze(1),
+        torch.full((k,), NOT_VALID, dtype=torch.int64),
+    )
+    found = torch.where(stop < s, found, torch.full_like(found, NOT_VALID))
+    spent = (stop.clamp(max=s - 1) + 1).sum().item()
+    return found, float(spent)
+
+
+def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str) -> Outcome:
+    acc, solved, cov, steps = [], [], [], []
+    for trace in traces:
+        found, spent = run_policy(trace, k, s, policy)
+        valid = found != NOT_VALID
+        acc.append(valid.float().mean().item())
+        solved.append(float(valid.any().item()))
+        distinct = len(set(found[valid].tolist()))
+        cov.append(distinct / trace.total_solutions if trace.total_solutions else 0.0)
+        steps.append(spent)
+    n = len(traces)
+    return Outcome(sum(acc) / n, sum(solved) / n, sum(cov) / n, sum(steps) / n)
+
+
+def steps_saved_at_equal_coverage(traces: Sequence[Trace], k: int, s_max: int) -> dict[str, float]:
+    """Early exit ON at max_steps s_max against the cheapest early-exit-OFF setting (max_steps s' <= s_max,
+    same k) whose coverage is at least as high. ``saved`` = 1 - steps(on) / steps(off); when no OFF setting
+    reaches the ON coverage, the comparison is against s' = s_max and ``off_reaches`` is 0."""
+    on = evaluate(traces, k, s_max, "verified")
+    off_candidates = [(s, evaluate(traces, k, s, "final")) for s in range(1, s_max + 1)]
+    reaching = [(s, o) for s, o in off_candidates if o.coverage >= on.coverage - 1e-9]
+    s_off, off = reaching[0] if reaching else off_candidates[-1]
+    return {
+        "k": float(k),
+        "coverage_on": on.coverage,
+        "steps_on": on.steps,
+        "coverage_off": off.coverage,
+        "steps_off": off.steps,
+        "max_steps_off": float(s_off),
+        "off_reaches": float(bool(reaching)),
+        "saved": 1.0 - on.steps / off.steps if off.steps else float("nan"),
+    }

@@ -1,0 +1,119 @@
+"""GRAMConfig: every size and switch of one GRAM network, serialisable to JSON (safetensors metadata).
+
+Imports the stdlib only, so the service can read a checkpoint's config without building the network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+# The token layout of each family (README "Tokens"): (seq_len, in_group, in_vocab, out_group, out_vocab).
+# The task modules are the source of truth; this copy lets model/ build a network for a family whose
+# module is not importable (e.g. on the GPU machine that only carries model/ and kernels/).
+KNOWN_SPECS: dict[str, tuple[int, int, int, int, int]] = {
+    "sudoku": (81, 1, 11, 1, 11),
+    "nqueens": (144, 1, 3, 1, 3),
+    "graph_coloring": (16, 18, 6, 1, 5),
+    "mnist": (49, 1, 2, 16, 3),
+}
+
+# Per-task KL weight beta (GRAM.md 2.4, paper B.2). Our KL is summed over D and averaged over positions,
+# the CE is averaged over answer sub-tokens, so beta keeps the paper's meaning "nats of KL per nat of CE".
+PAPER_BETA: dict[str, float] = {
+    "sudoku": 0.1,
+    "nqueens": 0.07,
+    "graph_coloring": 0.5,
+    "mnist": 0.07,
+}
+
+
+@dataclass(frozen=True)
+class GRAMConfig:
+    task: str
+    seq_len: int
+    in_group: int
+    in_vocab: int
+    out_group: int
+    out_vocab: int
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    expansion: float = 4.0  # SwiGLU inner width = round_up(expansion * D * 2/3, 32), TRM's rule
+    mixer: str = "attn"  # "attn" (self-attention) or "mlp_t" (SwiGLU across the sequence axis)
+    n_puzzle: int = 16  # P puzzle tokens prepended to the content (16 in the paper)
+    T: int = 3  # transitions per supervision step
+    K: int = 4  # low-level updates per transition
+    n_sup: int = 16  # supervision steps (training depth; default max steps at inference)
+    stochastic: bool = True  # False = TRM-style deterministic baseline (same backbone, no guidance)
+    sigma_min: float = 1e-3  # floor on sigma: a zero-variance guide overfits (paper 4.4, "guide only")
+    sigma_init: float = 0.1  # initial prior/posterior sigma, so training starts near-deterministic
+    beta: float = 0.1  # KL weight (per task)
+    kl_balance: float = 0.8  # DreamerV2 KL balancing: weight of the prior-side term
+    halt_weight: float = 0.5
+    value_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mixer not in ("attn", "mlp_t"):
+            raise ValueError(f"mixer must be 'attn' or 'mlp_t', got {self.mixer!r}")
+        if self.mixer == "attn" and self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        for name in ("T", "K", "n_sup", "n_layers", "d_model"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.n_puzzle < 1:
+            raise ValueError("n_puzzle must be >= 1: the halting and value heads read the first puzzle token")
+
+    @property
+    def total_len(self) -> int:
+        """Positions of every latent: P puzzle tokens + the content."""
+        return self.n_puzzle + self.seq_len
+
+    @property
+    def ffn_hidden(self) -> int:
+        return _round_up(int(self.expansion * self.d_model * 2 / 3), 32)
+
+    @property
+    def seq_hidden(self) -> int:
+        """Inner width of the sequence-axis SwiGLU of the mlp_t mixer."""
+        return _round_up(int(self.expansion * self.total_len * 2 / 3), 32)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GRAMConfig:
+        raw: dict[str, Any] = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def with_(self, **changes: Any) -> GRAMConfig:
+        return replace(self, **changes)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def spec_for(task: str) -> tuple[int, int, int, int, int]:
+    """The family's token layout, from its task module when importable, else from KNOWN_SPECS."""
+    try:
+        from model.tasks.registry import get_task  # noqa: PLC0415  (optional: families may be absent)
+
+        s = get_task(task).spec
+        return (s.seq_len, s.in_group, s.in_vocab, s.out_group, s.out_vocab)
+    except (ImportError, ValueError, KeyError, AttributeError):
+        if task not in KNOWN_SPECS:
+            raise KeyError(f"unknown task {task!r}; known: {sorted(KNOWN_SPECS)}") from None
+        return KNOWN_SPECS[task]
+
+
+def config_for(task: str, **overrides: Any) -> GRAMConfig:
+    seq_len, in_group, in_vocab, out_group, out_vocab = spec_for(task)
+    base: dict[str, Any] = dict(
+        task=task, seq_len=seq_len, in_group=in_group, in_vocab=in_vocab,
+        out_group=out_group, out_vocab=out_vocab, beta=PAPER_BETA.get(task, 0.1),
+    )
+    base.update(overrides)
+    return GRAMConfig(**base)

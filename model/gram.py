@@ -1,0 +1,211 @@
+"""The GRAM network (arXiv 2605.19376; GRAM.md section 1) and its inference interface.
+
+    e_x = f_enc(x)                                       (eq. 1)   once per request
+    one transition z_{t-1} -> z_t:                       (eqs. 6-9)
+        l <- f_L(l, h + e_x)   K times                   (eq. 7)
+        u  = f_H(h, l)                                   (eq. 8)
+        eps ~ N(mu(u), sigma(u)^2)  (prior at inference, posterior q(eps | u, y) in training)
+        h  = u + eps                                     (eq. 9)   noise on h only
+    one supervision step = T transitions, then the decoder reads h (eq. 2) and the heads read h[:, 0].
+
+The engine calls ``encode``, ``init_state`` and ``step`` (README "Model inference interface"); the trainer
+uses ``transition`` and ``readout`` directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from kernels import ops
+from model.config import GRAMConfig, config_for
+from model.layers import GaussianHead, PosteriorHead, ReasoningModule
+
+
+@dataclass
+class NoiseKeys:
+    """Per-slot noise stream keys, int64 [B] each. Transition t of supervision step n of a slot draws
+    kernels.reference.counter_normal(seed, traj, n * T + t), so a trajectory never depends on its batch."""
+
+    seed: torch.Tensor
+    traj: torch.Tensor
+    step: torch.Tensor
+
+
+@dataclass
+class StepOutput:
+    h: torch.Tensor  # [B, P + L, D]
+    l: torch.Tensor  # [B, P + L, D]
+    tokens: torch.Tensor  # int64 [B, L, G_out]
+    token_logprob: torch.Tensor  # f32 [B, L, G_out]
+    q_halt: torch.Tensor  # f32 [B], halting logit: halt when > 0
+    value: torch.Tensor  # f32 [B], LPRM: expected accuracy in [0, 1]
+
+
+@dataclass
+class Readout:
+    logits: torch.Tensor  # [B, L, G_out, V_out]
+    q_halt: torch.Tensor  # [B]
+    value_logit: torch.Tensor  # [B]
+
+
+# Maps u to h = u + eps (one draw). Lets one transition() serve prior, posterior and the baseline.
+Guide = Callable[[torch.Tensor], torch.Tensor]
+
+
+class GRAM(nn.Module):
+    def __init__(self, config: GRAMConfig, card: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.card: dict[str, Any] = dict(card or {})
+        c = config
+        d = c.d_model
+        # Encoder (eq. 1): sum of per-sub-index token embeddings, positions, P learned puzzle tokens.
+        self.tok_emb = nn.Embedding(c.in_group * c.in_vocab, d)
+        nn.init.trunc_normal_(self.tok_emb.weight, std=1.0 / math.sqrt(d))
+        self.puzzle_emb = nn.Parameter(torch.zeros(c.n_puzzle, d))  # zero-init as TRM
+        self.pos_emb = nn.Parameter(torch.randn(c.total_len, d) / math.sqrt(d))
+        self.register_buffer(
+            "in_offsets", torch.arange(c.in_group, dtype=torch.long) * c.in_vocab, persistent=False
+        )
+        self.core = ReasoningModule(c)
+        # z0 = (h0, l0) drawn once from N(0, I) (truncated) and stored in the checkpoint (eq. 12, paper B.1):
+        # one D-vector per state broadcast over positions, as TRM.
+        z0 = torch.empty(2, d)
+        nn.init.trunc_normal_(z0, std=1.0, a=-2.0, b=2.0)
+        self.register_buffer("z0", z0)
+        # Guidance (eq. 9): prior p(eps | u); posterior q(eps | u, y) sees y through its own embedding.
+        self.prior = GaussianHead(d, d, c.sigma_min, c.sigma_init)
+        self.posterior = PosteriorHead(d, c.sigma_min)
+        self.y_emb = nn.Embedding(c.out_group * c.out_vocab, d)
+        nn.init.trunc_normal_(self.y_emb.weight, std=1.0)
+        self.register_buffer(
+            "out_offsets", torch.arange(c.out_group, dtype=torch.long) * c.out_vocab, persistent=False
+        )
+        # Decoder reads only h at content positions (paper 2.1); heads read the first puzzle token.
+        self.decoder = nn.Linear(d, c.out_group * c.out_vocab, bias=False)
+        nn.init.trunc_normal_(self.decoder.weight, std=1.0 / math.sqrt(d))
+        self.halt_head = nn.Linear(d, 1)
+        self.value_head = nn.Linear(d, 1)
+        for head in (self.halt_head, self.value_head):
+            nn.init.zeros_(head.weight)
+        nn.init.constant_(self.halt_head.bias, -5.0)  # start at "never halt" (TRM)
+        nn.init.zeros_(self.value_head.bias)
+
+    # ---- inference interface -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.z0.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pos_emb.dtype
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x int64 [B, L, G_in] -> e_x [B, P + L, D] (eq. 1), scaled by sqrt(D)."""
+        c = self.config
+        if x.dim() != 3 or x.shape[1] != c.seq_len or x.shape[2] != c.in_group:
+            raise ValueError(f"x must be [B, {c.seq_len}, {c.in_group}], got {list(x.shape)}")
+        x = x.to(self.device)
+        # A sum of G_in embeddings has G_in times the variance of one: divide by sqrt(G_in).
+        content = self.tok_emb(x + self.in_offsets).sum(2) * (1.0 / math.sqrt(c.in_group))
+        puzzle = self.puzzle_emb.unsqueeze(0).expand(x.shape[0], -1, -1)
+        return math.sqrt(c.d_model) * (torch.cat((puzzle, content), dim=1) + self.pos_emb)
+
+    def init_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h0, l0) [batch, P + L, D] from the stored z0 (fresh tensors the caller may write into)."""
+        shape = (batch, self.config.total_len, self.config.d_model)
+        h0 = self.z0[0].expand(shape).clone()
+        l0 = self.z0[1].expand(shape).clone()
+        return h0, l0
+
+    @torch.no_grad()
+    def step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> StepOutput:
+        """ONE supervision step (T transitions with the prior) for B slots, then decode (eq. 2)."""
+        c = self.config
+        for t in range(c.T):
+            h, l = self.transition(h, l, e_x, self._prior_guide(noise, t))
+        out = self.readout(h)
+        tokens, logprob = ops.decode_epilogue(out.logits)
+        return StepOutput(
+            h=h, l=l, tokens=tokens, token_logprob=logprob,
+            q_halt=out.q_halt.float(), value=torch.sigmoid(out.value_logit.float()),
+        )
+
+    # ---- pieces shared with training ----------------------------------------------------------------
+    def transition(
+        self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, guide: Guide | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_{t-1} -> z_t: K low-level updates (eq. 7), u = f_H(h, l) (eq. 8), h = guide(u) (eq. 9)."""
+        for _ in range(self.config.K):
+            l = self.core(l, h, e_x)
+        u = self.core(h, l)
+        if guide is None or not self.config.stochastic:
+            return u, l
+        return guide(u), l
+
+    def _prior_guide(self, noise: NoiseKeys, t: int) -> Guide:
+        T = self.config.T
+
+        def guide(u: torch.Tensor) -> torch.Tensor:
+            mu, sigma = self.prior(u)
+            counter = noise.step.to(u.device) * T + t
+            return ops.guidance(u, mu, sigma, noise.seed.to(u.device), noise.traj.to(u.device), counter)
+
+        return guide
+
+    def guidance_params(
+        self, u: torch.Tensor, y_feat: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(mu_p, sigma_p) of the prior and, given the target features, (mu_q, sigma_q) of the posterior."""
+        mu_p, sigma_p = self.prior(u)
+        if y_feat is None:
+            return mu_p, sigma_p, None, None
+        mu_q, sigma_q = self.posterior(u, y_feat, mu_p, sigma_p)
+        return mu_p, sigma_p, mu_q, sigma_q
+
+    def embed_target(self, y: torch.Tensor) -> torch.Tensor:
+        """y int64 [B, L, G_out] -> [B, P + L, D]: what the posterior knows of the target. Zero at the
+        puzzle positions; PAD targets embed like any token (they are known from x anyway)."""
+        c = self.config
+        feat = self.y_emb(y.to(self.device) + self.out_offsets).sum(2) * (1.0 / math.sqrt(c.out_group))
+        pad = feat.new_zeros(y.shape[0], c.n_puzzle, c.d_model)
+        return torch.cat((pad, feat), dim=1)
+
+    def readout(self, h: torch.Tensor, heads_grad: bool = True) -> Readout:
+        """Decoder logits from h at content positions; halting and value logits from h[:, 0]."""
+        c = self.config
+        logits = self.decoder(h[:, c.n_puzzle :]).view(h.shape[0], c.seq_len, c.out_group, c.out_vocab)
+        first = h[:, 0] if heads_grad else h[:, 0].detach()
+        return Readout(
+            logits=logits,
+            q_halt=self.halt_head(first).squeeze(-1),
+            value_logit=self.value_head(first).squeeze(-1),
+        )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(config: GRAMConfig, seed: int = 0, card: dict[str, Any] | None = None) -> GRAM:
+    """A randomly initialised GRAM, deterministic in ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GRAM(config, card)
+
+
+def tiny_config(task: str, **overrides: Any) -> GRAMConfig:
+    """A very small config for any task family: for engine and service tests (milliseconds per step)."""
+    defaults: dict[str, Any] = dict(d_model=32, n_heads=2, n_layers=1, n_puzzle=2, T=2, K=1, n_sup=4)
+    defaults.update(overrides)
+    return config_for(task, **defaults)
+
+
+def tiny_model(task: str, seed: int = 0, **overrides: Any) -> GRAM:
+    """A tiny randomly initialised GRAM for ``task`` in eval mode (untrained: answers are noise)."""
+    return build_model(tiny_config(task, **overrides), seed=seed).eval()

@@ -1,0 +1,138 @@
+"""Building blocks of the recursive core (GRAM.md 1.5): post-norm blocks of [token mixer + SwiGLU].
+
+Every fused op goes through ``kernels.ops`` so the Triton kernels replace them without touching this file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels import ops
+from model.config import GRAMConfig
+
+
+def _trunc_normal(shape: tuple[int, ...], std: float) -> nn.Parameter:
+    w = torch.empty(shape)
+    nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std)
+    return nn.Parameter(w)
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU MLP without biases over the last axis: w_gate_up [2H, D] (gate then up), w_down [D, H]."""
+
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        self.w_gate_up = _trunc_normal((2 * hidden, dim), 1.0 / math.sqrt(dim))
+        self.w_down = _trunc_normal((out_dim or dim, hidden), 1.0 / math.sqrt(hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.swiglu(x, self.w_gate_up, self.w_down)
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention without biases.
+
+    Positions enter once, additively, in the encoder (e_x is re-injected into every f_L call, so the
+    states always carry them). RoPE would rotate q and k in every one of the T*(K+1)*layers attention
+    calls per supervision step; on a 2-core CPU that is a measurable cost for no accuracy we could show in
+    the training budget, so the shipped models use learned absolute positions.
+    """
+
+    def __init__(self, cfg: GRAMConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.w_qkv = _trunc_normal((3 * d, d), 1.0 / math.sqrt(d))
+        self.w_out = _trunc_normal((d, d), 1.0 / math.sqrt(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        qkv = F.linear(x, self.w_qkv).view(b, s, 3, self.n_heads, d // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, d_head]
+        out = F.scaled_dot_product_attention(q, k, v)
+        return F.linear(out.transpose(1, 2).reshape(b, s, d), self.w_out)
+
+
+class SequenceMLP(nn.Module):
+    """TRM's ``mlp_t`` mixer: a SwiGLU applied across the sequence axis (fixed length P + L)."""
+
+    def __init__(self, cfg: GRAMConfig) -> None:
+        super().__init__()
+        self.mlp = SwiGLU(cfg.total_len, cfg.seq_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x.transpose(1, 2)).transpose(1, 2)
+
+
+class Block(nn.Module):
+    """Post-norm block (TRM): x = rms_norm(x + Mix(x)); x = rms_norm(x + SwiGLU(x))."""
+
+    def __init__(self, cfg: GRAMConfig) -> None:
+        super().__init__()
+        self.mixer: nn.Module = SelfAttention(cfg) if cfg.mixer == "attn" else SequenceMLP(cfg)
+        self.mlp = SwiGLU(cfg.d_model, cfg.ffn_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ops.add_rmsnorm(x, self.mixer(x))
+        return ops.add_rmsnorm(x, self.mlp(x))
+
+
+class ReasoningModule(nn.Module):
+    """One network used for both updates (TRM): f_L(l, h + e_x) = Layers(l + h + e_x) (eq. 7) and
+    f_H(h, l) = Layers(h + l) (eq. 8). Sharing halves the parameters at equal compute."""
+
+    def __init__(self, cfg: GRAMConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+
+    def forward(self, state: torch.Tensor, *injections: torch.Tensor) -> torch.Tensor:
+        x = ops.inject(state, *injections)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class GaussianHead(nn.Module):
+    """Per-position (mu, sigma) of the guidance noise eps, from features [..., in_dim] (GRAM eq. 9).
+
+    mu is zero-initialised and sigma starts at ``sigma_init`` so a fresh model is almost deterministic
+    (TRM-like) and learns how much to explore; sigma = sigma_min + softplus(.) keeps it strictly positive.
+    """
+
+    def __init__(self, in_dim: int, d_model: int, sigma_min: float, sigma_init: float) -> None:
+        super().__init__()
+        self.sigma_min = sigma_min
+        self.proj = nn.Linear(in_dim, 2 * d_model)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        # softplus(b) = sigma_init - sigma_min  <=>  b = log(expm1(sigma_init - sigma_min))
+        with torch.no_grad():
+            self.proj.bias[d_model:] = math.log(math.expm1(max(sigma_init - sigma_min, 1e-4)))
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw = self.proj(feats).chunk(2, dim=-1)
+        return mu, self.sigma_min + F.softplus(raw.float()).to(mu.dtype)
+
+
+class PosteriorHead(nn.Module):
+    """q(eps | u, y) as a correction of the prior (GRAM eq. 9, training only):
+    mu_q = mu_p + delta(u, y), sigma_q = sigma_min + sigma_p * exp(s(u, y)), delta and s linear in
+    [u, emb(y)] and zero-initialised, so q = p at the start (KL = 0) and the KL measures only what the
+    target adds, not how far prior and posterior heads happen to drift apart under Adam's first steps."""
+
+    def __init__(self, d_model: int, sigma_min: float) -> None:
+        super().__init__()
+        self.sigma_min = sigma_min
+        self.proj = nn.Linear(2 * d_model, 2 * d_model)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(
+        self, u: torch.Tensor, y_feat: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        delta, s = self.proj(torch.cat((u, y_feat), dim=-1)).chunk(2, dim=-1)
+        return mu_p + delta, self.sigma_min + sigma_p * torch.exp(s.clamp(-6.0, 3.0))

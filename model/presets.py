@@ -1,0 +1,95 @@
+"""Training presets: ``cpu`` (what the shipped checkpoints were trained with on a 2-core machine) and
+``paper`` (the paper's sizes and schedule, GRAM.md 1.8 and 2.7, for GPUs).
+
+A run is named by what it ships: ``nqueens``, ``nqueens_baseline`` (same backbone, stochastic=False, same
+budget), ``graph_coloring``, ``sudoku``, ``mnist``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from model.config import GRAMConfig, config_for
+
+RUNS = ("nqueens", "nqueens_baseline", "graph_coloring", "sudoku", "mnist")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    model: GRAMConfig
+    preset: str = "cpu"
+    batch: int = 64  # per process
+    lr: float = 1e-3
+    warmup: int = 100  # optimizer steps of linear warmup, constant after (TRM)
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float = 1.0
+    ema_decay: float = 0.999
+    halt_explore: float = 0.1  # TRM: with this probability a slot gets a random minimum of 2..n_sup steps
+    max_steps: int = 1_000_000  # optimizer steps
+    time_budget_s: float = 0.0  # stop after this much training time (summed over resumes); 0 = no limit
+    seed: int = 0
+    threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
+    ckpt_every_s: float = 120.0
+    log_every: int = 10
+    heldout_per_setting: int = 100  # size of the held-out set excluded from training (per eval setting)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = asdict(self.model)
+        return d
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+def task_of(name: str) -> str:
+    return name.removesuffix("_baseline")
+
+
+def _cpu(name: str) -> TrainConfig:
+    task = task_of(name)
+    stochastic = not name.endswith("_baseline")
+    small = dict(d_model=64, n_heads=4, n_layers=2, n_puzzle=2, T=2, K=2, n_sup=8, stochastic=stochastic)
+    if task == "nqueens":
+        model = config_for(task, **small)
+        return TrainConfig(name, model, batch=64, lr=1e-3)
+    if task == "graph_coloring":
+        # 18 positions only: a wider core costs little here.
+        model = config_for(task, **{**small, "d_model": 128, "K": 3})
+        return TrainConfig(name, model, batch=128, lr=1e-3)
+    if task == "sudoku":
+        # The paper's Sudoku core is the sequence-MLP mixer (no attention).
+        model = config_for(task, **{**small, "d_model": 96, "mixer": "mlp_t", "K": 3})
+        return TrainConfig(name, model, batch=64, lr=1e-3)
+    if task == "mnist":
+        model = config_for(task, **small)
+        return TrainConfig(name, model, batch=64, lr=1e-3, heldout_per_setting=0)
+    raise KeyError(f"unknown run {name!r}; known: {', '.join(RUNS)}")
+
+
+def _paper(name: str) -> TrainConfig:
+    task = task_of(name)
+    stochastic = not name.endswith("_baseline")
+    model = config_for(
+        task, d_model=512, n_heads=8, n_layers=2, n_puzzle=16, T=3, K=6 if task == "sudoku" else 4,
+        n_sup=16, mixer="mlp_t" if task == "sudoku" else "attn", expansion=4.0, stochastic=stochastic,
+    )
+    return TrainConfig(
+        name, model, preset="paper", batch=768, lr=1e-4, warmup=2000, weight_decay=1.0,
+        ema_decay=0.9999, ckpt_every_s=600.0, log_every=50, heldout_per_setting=200,
+    )
+
+
+def preset(name: str, which: str = "cpu") -> TrainConfig:
+    """The TrainConfig of run ``name`` under preset ``which`` ("cpu" or "paper")."""
+    if name not in RUNS:
+        raise KeyError(f"unknown run {name!r}; known: {', '.join(RUNS)}")
+    if which == "cpu":
+        return _cpu(name)
+    if which == "paper":
+        return _paper(name)
+    raise KeyError(f"unknown preset {which!r}; known: cpu, paper")

@@ -1,0 +1,233 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Request path: pydantic body (service/schemas.py) -> ``Task.parse`` (TaskInputError -> 422) -> Job ->
+``JobQueue.submit`` (QueueFull -> 429 + Retry-After) -> Result -> response. While a request waits, the
+handler polls for a client disconnect and cancels the wait, which aborts the job and frees its slots.
+
+Lifespan: the models load in a background thread so /healthz answers at once; /readyz is 503 until every
+model is loaded and has run a warm-up step. Pass ``runtime=`` to serve models already in memory (tests)
+or ``queue=`` to use another JobQueue (Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from model.tasks.base import TaskInputError
+from service import metrics
+from service.intake import sample_job, solve_job
+from service.jobs import Job, Outcome, Result
+from service.limits import BodySizeLimit
+from service.queues import InProcessQueue, JobQueue, NoModel, QueueFull
+from service.runtime import Runtime
+from service.schemas import (
+    SUDOKU_EXAMPLE,
+    ErrorResponse,
+    ModelCard,
+    ModelsResponse,
+    SampleRequest,
+    SampleResponse,
+    SolutionOut,
+    SolveRequest,
+    SolveResponse,
+)
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.1
+
+SOLVE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "sudoku": {
+        "summary": "Sudoku (81-char string, '.' blank)",
+        "value": {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE, "num_trajectories": 8, "seed": 0},
+    },
+    "sudoku_grid": {
+        "summary": "Sudoku (9x9 array, 0 blank)",
+        "value": {"task": "sudoku", "puzzle": [[0] * 9 for _ in range(9)], "max_solutions": 3, "seed": 1},
+    },
+    "nqueens": {
+        "summary": "N-Queens, one queen placed",
+        "value": {"task": "nqueens", "n": 8, "queens": [[0, 0]], "max_solutions": 4, "seed": 0},
+    },
+    "graph_coloring": {
+        "summary": "Graph colouring of a 5-cycle with 3 colours, node 0 fixed to colour 0",
+        "value": {
+            "task": "graph_coloring", "num_nodes": 5, "num_colors": 3,
+            "edges": [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]], "fixed": {"0": 0}, "seed": 0,
+        },
+    },
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "request body over GRAM_MAX_BODY_BYTES"},
+    422: {"model": ErrorResponse, "description": "malformed or invalid input; the message names the field"},
+    429: {"model": ErrorResponse, "description": "queue full; retry after the Retry-After header's seconds"},
+    503: {"model": ErrorResponse, "description": "no model loaded for this task (yet)"},
+}
+
+
+def _error(status: int, loc: list[str | int], msg: str, kind: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": kind}]}, status, headers=headers)
+
+
+def _invalid(field: str | None, msg: str) -> JSONResponse:
+    metrics.REJECTED.labels(reason="invalid_input").inc()
+    return _error(422, ["body"] + ([field] if field else []), msg, "value_error")
+
+
+def create_app(
+    settings: Settings | None = None, runtime: Runtime | None = None, queue: JobQueue | None = None
+) -> FastAPI:
+    settings = settings or Settings()
+    if queue is None and settings.queue_url:  # Redis mode: `gram worker`s load the models, not this process
+        from service.redis_queue import create_queue
+
+        queue = create_queue(settings)
+        runtime = runtime or Runtime.from_models(settings, {})
+    runtime = runtime or Runtime(settings)
+    queue = queue or InProcessQueue(runtime)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not runtime.loaded.is_set():
+            threading.Thread(target=runtime.load, name="load-models", daemon=True).start()
+        yield
+        await queue.close()
+
+    app = FastAPI(
+        title="GRAM Serve",
+        version="0.1.0",
+        summary="Generative Recursive Reasoning Models: many latent trajectories per puzzle, checked answers",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.queue = queue
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.REJECTED.labels(reason="invalid_input").inc()
+        return await request_validation_exception_handler(request, exc)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "models loading or failed"}})
+    async def readyz() -> JSONResponse:
+        """Readiness: every model loaded and warmed up (or the queue's workers present)."""
+        if queue.ready():
+            return JSONResponse({"status": "ready", "models": sorted(runtime.engines)})
+        status = "error" if runtime.error else "loading"
+        detail = runtime.error or getattr(queue, "not_ready", None)  # Redis mode says why it is not ready
+        return JSONResponse({"status": status, "detail": detail}, 503)
+
+    @app.get("/models", tags=["ops"], response_model=ModelsResponse)
+    async def models() -> ModelsResponse:
+        """The loaded models and their cards."""
+        cards = []
+        for name, engine in runtime.engines.items():
+            info = runtime.cards.get(name, {})
+            cards.append(ModelCard(
+                name=name, task=engine.task.name, ready=engine.ready, slots=engine.slots,
+                batching=engine.mode.value, n_sup=engine.n_sup, parameters=info.get("parameters"),
+                config=info.get("config", {}), card=info.get("card", {}),
+            ))
+        return ModelsResponse(models=cards)
+
+    @app.post("/solve", tags=["solve"], response_model=SolveResponse, responses=ERROR_RESPONSES)
+    async def solve(
+        body: Annotated[SolveRequest, Body(openapi_examples=SOLVE_EXAMPLES)], request: Request
+    ) -> Any:
+        """Sample trajectories for a puzzle; return its distinct verified solutions (by count, then score)."""
+        try:
+            job = solve_job(settings, body, _model_for(runtime, body.task))
+        except TaskInputError as err:
+            return _invalid(err.field_name, str(err))
+        result = await _run(queue, job, request)
+        if isinstance(result, JSONResponse):
+            return result
+        return SolveResponse(
+            task=result.task, model=result.model,
+            solutions=[SolutionOut(**asdict(s)) for s in result.solutions],
+            complete=result.complete, num_trajectories=result.num_trajectories, steps=result.steps,
+            elapsed_ms=round(result.elapsed_ms, 3), seed=job.seed, cached=result.cached,
+        )
+
+    @app.post("/sample", tags=["sample"], response_model=SampleResponse, responses=ERROR_RESPONSES)
+    async def sample(body: SampleRequest, request: Request) -> Any:
+        """Unconditional binarized MNIST digits."""
+        from service.images import bits_tensor, grid_png_base64, png_base64
+
+        try:
+            job = sample_job(settings, body, _model_for(runtime, "mnist"))
+        except TaskInputError as err:
+            return _invalid(err.field_name, str(err))
+        result = await _run(queue, job, request)
+        if isinstance(result, JSONResponse):
+            return result
+        rows = [s.solution for s in result.solutions]
+        if not rows:
+            return _error(504, ["body", "timeout_ms"], "the deadline passed before any image was sampled",
+                          "timeout")
+        bits = bits_tensor(rows)
+        images: list[Any] = rows if body.format == "bits" else [png_base64(b) for b in bits]
+        return SampleResponse(
+            model=result.model, images=images, grid_png=grid_png_base64(bits), complete=result.complete,
+            steps=result.steps, elapsed_ms=round(result.elapsed_ms, 3), seed=job.seed, cached=result.cached,
+        )
+
+    return app
+
+
+def _model_for(runtime: Runtime, task: str) -> str:
+    engine = runtime.engine_for_task(task)
+    return engine.name if engine is not None else task
+
+
+async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResponse:
+    """Submit and wait, aborting the job when the client disconnects; errors as JSON responses."""
+    waiter = asyncio.ensure_future(queue.submit(job))
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_POLL_S)
+            if done:
+                break
+            if await request.is_disconnected():
+                waiter.cancel()
+                log.info("client went away; aborted job %s", job.id)
+                return JSONResponse({"detail": "client disconnected"}, 499)
+        result = waiter.result()
+    except QueueFull as err:
+        return _error(429, [], str(err), "queue_full",
+                      headers={"Retry-After": str(int(max(1, round(err.retry_after_s))))})
+    except NoModel as err:
+        metrics.REJECTED.labels(reason="no_model").inc()
+        return _error(503, ["body", "task"], str(err), "no_model")
+    except ValueError as err:
+        return _invalid(None, str(err))
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    if result.outcome == Outcome.error:
+        return JSONResponse({"detail": f"the engine failed on this request: {result.error}"}, 500)
+    if result.outcome == Outcome.aborted:
+        return JSONResponse({"detail": "the request was aborted (the service is stopping)"}, 503)
+    return result

@@ -1,0 +1,172 @@
+"""`gram solve` and `gram sample`: one-shot requests, in-process on a checkpoint or against a running server.
+
+    gram solve --task nqueens --n 8 --queens '[[0, 0]]' --seed 0
+    gram solve --file request.json --url http://127.0.0.1:8000
+    gram sample --n 16 --out grid.png
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from model.tasks.base import TaskInputError
+from service.cli import app
+from service.jobs import Job, Result
+from service.schemas import SampleRequest, SolveRequest
+from service.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+UrlOpt = Annotated[str | None, typer.Option(help="POST to this server instead of loading a checkpoint")]
+WeightsOpt = Annotated[Path | None, typer.Option(help="checkpoint folder (default: GRAM_WEIGHTS_DIR)")]
+
+
+def _json_arg(text: str | None, name: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise typer.BadParameter(f"--{name} must be JSON: {err}") from None
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    response = httpx.post(url.rstrip("/") + path, json=body, timeout=None)
+    if response.status_code != 200:
+        _fail(f"{response.status_code} {response.text}")
+    return response.json()
+
+
+def _run_local(settings: Settings, task: str, job_of: Any) -> tuple[Job, Result]:
+    """Load the first checkpoint serving ``task``, run one job on an engine, stop."""
+    from model.checkpoint import load_checkpoint, read_config
+    from model.tasks.registry import get_task
+    from service.engine import Engine
+    from service.runtime import find_checkpoints
+
+    paths = [(n, p) for n, p in find_checkpoints(settings).items() if read_config(p)[0].task == task]
+    if not paths:
+        _fail(f"no checkpoint for task {task!r} in {settings.weights_dir}")
+    name, path = paths[0]
+    engine = Engine(name, load_checkpoint(path, settings.device), get_task(task), settings)
+    engine.start()
+    try:
+        job = job_of(name)
+        return job, engine.submit(job).result()
+    finally:
+        engine.stop()
+
+
+@app.command()
+def solve(
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON request body")] = None,
+    task: Annotated[str | None, typer.Option(help="sudoku | nqueens | graph_coloring")] = None,
+    puzzle: Annotated[str | None, typer.Option(help="sudoku: 81 chars, '.' or '0' blank")] = None,
+    n: Annotated[int | None, typer.Option(help="nqueens: board size")] = None,
+    queens: Annotated[str | None, typer.Option(help="nqueens: JSON [[row, col], ...]")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="graph_coloring: nodes")] = None,
+    edges: Annotated[str | None, typer.Option(help="graph_coloring: JSON [[u, v], ...]")] = None,
+    num_colors: Annotated[int | None, typer.Option(help="graph_coloring: colours")] = None,
+    fixed: Annotated[str | None, typer.Option(help='graph_coloring: JSON {"node": colour}')] = None,
+    num_trajectories: Annotated[int | None, typer.Option(help="width budget")] = None,
+    max_solutions: Annotated[int | None, typer.Option(help="stop after this many distinct")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="supervision steps per trajectory")] = None,
+    seed: Annotated[int | None, typer.Option(help="same seed, same answer")] = None,
+    timeout_ms: Annotated[float | None, typer.Option(help="deadline")] = None,
+    url: UrlOpt = None,
+    weights_dir: WeightsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the response JSON")] = False,
+) -> None:
+    """Solve one puzzle and print its distinct verified solutions."""
+    body: dict[str, Any] = json.loads(file.read_text()) if file else {}
+    flags = {
+        "task": task, "puzzle": puzzle, "n": n, "queens": _json_arg(queens, "queens"), "num_nodes": num_nodes,
+        "edges": _json_arg(edges, "edges"), "num_colors": num_colors, "fixed": _json_arg(fixed, "fixed"),
+        "num_trajectories": num_trajectories, "max_solutions": max_solutions, "max_steps": max_steps,
+        "seed": seed, "timeout_ms": timeout_ms,
+    }
+    body.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        request = TypeAdapter(SolveRequest).validate_python(body)
+    except ValidationError as err:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+        return
+    if url:
+        response = _post(url, "/solve", body)
+    else:
+        from service.intake import solve_job
+
+        settings = Settings(**({"weights_dir": weights_dir} if weights_dir else {}))
+        try:
+            job, result = _run_local(settings, request.task, lambda m: solve_job(settings, request, m))
+        except TaskInputError as err:
+            _fail(f"{err.field_name or 'body'}: {err}")
+            return
+        response = {
+            "task": result.task, "model": result.model, "solutions": [s.__dict__ for s in result.solutions],
+            "complete": result.complete, "num_trajectories": result.num_trajectories, "steps": result.steps,
+            "elapsed_ms": round(result.elapsed_ms, 3), "seed": job.seed,
+        }
+    if as_json:
+        console.print_json(json.dumps(response))
+        return
+    table = Table(title=f"{response['task']} ({response['model']}): {len(response['solutions'])} solutions")
+    for column in ("#", "solution", "count", "score", "first step"):
+        table.add_column(column)
+    for i, s in enumerate(response["solutions"]):
+        shown = s["solution"]
+        if isinstance(shown, dict) and "board" in shown:
+            shown = "\n".join(shown["board"])
+        elif not isinstance(shown, str):
+            shown = json.dumps(shown)
+        table.add_row(str(i + 1), shown, str(s["count"]), f"{s['score']:.3f}", str(s["first_step"]))
+    console.print(table)
+    console.print(
+        f"complete={response['complete']} trajectories={response['num_trajectories']} "
+        f"steps={response['steps']} elapsed={response['elapsed_ms']:.0f} ms seed={response['seed']}"
+    )
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Option(help="PNG file for the grid of samples")] = Path("grid.png"),
+    n: Annotated[int, typer.Option(help="images, 1..64")] = 16,
+    steps: Annotated[int | None, typer.Option(help="supervision steps")] = None,
+    seed: Annotated[int | None, typer.Option(help="same seed, same images")] = None,
+    url: UrlOpt = None,
+    weights_dir: WeightsOpt = None,
+) -> None:
+    """Sample binarized MNIST digits and write them as one PNG grid."""
+    try:
+        request = SampleRequest(n=n, steps=steps, seed=seed, format="bits")
+    except ValidationError as err:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+        return
+    if url:
+        grid = base64.b64decode(_post(url, "/sample", request.model_dump(exclude_none=True))["grid_png"])
+    else:
+        from model.tasks.mnist import render_grid_png
+        from service.images import bits_tensor
+        from service.intake import sample_job
+
+        settings = Settings(**({"weights_dir": weights_dir} if weights_dir else {}))
+        _, result = _run_local(settings, "mnist", lambda m: sample_job(settings, request, m))
+        grid = render_grid_png(bits_tensor([s.solution for s in result.solutions]))
+    out.write_bytes(grid)
+    console.print(f"wrote {n} samples to {out}")

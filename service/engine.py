@@ -1,0 +1,382 @@
+"""The engine: one model, one thread, one batch of trajectory slots.
+
+Each iteration asks the pure scheduler (service/scheduler.py) for a plan, initialises newly admitted slots
+(input embedding copied from the job's one ``encode``, state from ``init_state``), runs ONE supervision step
+of the model for every active slot, verifies the candidates the plan asks for in one batched
+``task.verify`` call, and feeds the outcomes back. Finished jobs become ``Result``s (solutions formatted
+by ``task.format``) delivered through a ``concurrent.futures.Future``. torch releases the GIL in its
+kernels, so an asyncio front end in the same process stays responsive.
+
+Usable outside the API process (e.g. by a Redis worker):
+
+    engine = Engine("sudoku", load_checkpoint(path, device), get_task("sudoku"), settings)
+    engine.warmup(); engine.start()
+    future = engine.submit(job)                        # raises QueueFull when max_queue jobs are in flight
+    future.add_done_callback(lambda f: publish(f.result()))   # runs on the engine thread: keep it short
+    result = await asyncio.wrap_future(future)         # or: from an event loop
+    engine.abort(job.id)                               # frees its slots; the future gets an aborted Result
+    engine.stop()
+
+A job's noise keys are (job.seed, trajectory index, step), so its answer does not depend on what else is
+in the batch (see the scheduler's docstring for the completion rules that keep it so).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from model.gram import NoiseKeys
+from model.tasks.base import Instance, Task
+from service import metrics
+from service.jobs import Job, JobKind, Outcome, Result, Solution
+from service.scheduler import FinishedJob, RowOutcome, Scheduler, StepPlan
+from service.settings import BatchingMode, Settings
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The engine already holds ``max_queue`` unfinished jobs."""
+
+    def __init__(self, model: str, retry_after_s: float) -> None:
+        super().__init__(f"the queue of model {model!r} is full; retry in {retry_after_s:.0f} s")
+        self.model = model
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _Pending:
+    job: Job
+    x: torch.Tensor  # [L, G_in] on the engine's device
+    future: Future[Result]
+
+
+class Engine:
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        task: Task,
+        settings: Settings | None = None,
+        *,
+        slots: int | None = None,
+        mode: BatchingMode | str | None = None,
+        max_queue: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        settings = settings or Settings()
+        self.name = name
+        self.model = model
+        self.task = task
+        self.device = torch.device(device or settings.device)
+        self.slots = slots or settings.slots
+        self.mode = BatchingMode(mode or settings.batching)
+        self.max_queue = max_queue or settings.max_queue
+        self.n_sup = int(_config(model, "n_sup", 16))
+        self.max_steps_cap = settings.max_steps_cap
+        self.scheduler = Scheduler(
+            self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0
+        )
+        self.ready = False
+        self._lock = threading.Condition()
+        self._inbox: deque[_Pending] = deque()
+        self._aborts: deque[str] = deque()
+        self._pending: dict[str, _Pending] = {}  # every unfinished job, by id
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        # Slot tensors, allocated on the first admission (shapes come from the model).
+        self._h: torch.Tensor | None = None
+        self._l: torch.Tensor | None = None
+        self._ex: torch.Tensor | None = None
+        self._x: torch.Tensor | None = None
+        self._seed = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
+        self._job_ex: dict[str, torch.Tensor] = {}  # job id -> e_x [P + L, D], encoded once per job
+        self._finish_times: deque[float] = deque(maxlen=64)  # for Retry-After
+        self.iterations = 0
+        metrics.init_model_series(name, task.name, self.slots)
+
+    # -- public API (any thread) --------------------------------------------------------------------
+    def submit(self, job: Job) -> Future[Result]:
+        """Queue a job; its Result arrives on the returned future. Raises QueueFull or ValueError."""
+        job = self._resolve(job)
+        spec = self.task.spec
+        x = torch.as_tensor(job.x, dtype=torch.int64)
+        if x.shape != (spec.seq_len, spec.in_group):
+            raise ValueError(f"job.x must be [{spec.seq_len}][{spec.in_group}], got {list(x.shape)}")
+        pending = _Pending(job=job, x=x.to(self.device), future=Future())
+        pending.future.set_running_or_notify_cancel()
+        with self._lock:
+            if len(self._pending) >= self.max_queue:
+                metrics.REJECTED.labels(reason="queue_full").inc()
+                raise QueueFull(self.name, self.retry_after_s())
+            self._pending[job.id] = pending
+            self._inbox.append(pending)
+            self._lock.notify()
+        return pending.future
+
+    def abort(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._pending:
+                self._aborts.append(job_id)
+                self._lock.notify()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def retry_after_s(self) -> float:
+        """Seconds until the queue has likely drained by one slot's worth, from the recent finish rate."""
+        times = list(self._finish_times)
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 1.0
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        return float(min(60, max(1, math.ceil(len(self._pending) / rate / 4))))
+
+    def warmup(self) -> None:
+        """One supervision step on a blank input, so /readyz means 'the first request will not pay
+        for lazy initialisation'."""
+        spec = self.task.spec
+        x = torch.ones(1, spec.seq_len, spec.in_group, dtype=torch.int64, device=self.device)
+        with torch.inference_mode():
+            e_x = self.model.encode(x)
+            h, l = self.model.init_state(1)
+            zero = torch.zeros(1, dtype=torch.int64, device=self.device)
+            out = self.model.step(h.to(self.device), l.to(self.device), e_x, NoiseKeys(zero, zero, zero))
+            self.task.verify(out.tokens, x)
+        self.ready = True
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop; unfinished jobs get an aborted Result."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._lock:
+            leftovers = list(self._pending.values())
+            self._pending.clear()
+            self._inbox.clear()
+        for pending in leftovers:
+            self._deliver(pending, Result(pending.job.id, self.name, self.task.name, Outcome.aborted,
+                                          error="the engine stopped"))
+
+    # -- the loop (engine thread) ---------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                incoming = list(self._inbox)
+                self._inbox.clear()
+                aborts = list(self._aborts)
+                self._aborts.clear()
+            now = time.time()
+            for pending in incoming:
+                self.scheduler.add(pending.job, now)
+            for job_id in aborts:
+                self.scheduler.abort(job_id, now)
+            try:
+                plan = self.scheduler.schedule(time.time())
+                self._publish(self.scheduler.pop_finished())
+                if plan.rows:
+                    self._iterate(plan)
+                    self._publish(self.scheduler.pop_finished())
+            except Exception as err:  # a failed step must not kill the engine or lose the jobs
+                log.exception("engine %s: step failed", self.name)
+                self._fail_all(f"{type(err).__name__}: {err}")
+                plan = StepPlan(rows=[])
+            self._observe()
+            if not plan.rows:
+                self._idle(plan.wake_at)
+
+    def _idle(self, wake_at: float | None) -> None:
+        with self._lock:
+            if self._inbox or self._aborts or self._stopping:
+                return
+            timeout = None if wake_at is None else max(0.0, wake_at - time.time())
+            self._lock.wait(timeout)
+
+    def _iterate(self, plan: StepPlan) -> None:
+        started = time.perf_counter()
+        self._admit(plan)
+        rows = plan.rows
+        idx = torch.tensor([r.slot for r in rows], dtype=torch.int64, device=self.device)
+        assert self._h is not None and self._l is not None and self._ex is not None and self._x is not None
+        h, l, e_x, x = self._h[idx], self._l[idx], self._ex[idx], self._x[idx]
+        noise = NoiseKeys(
+            seed=self._seed[idx],
+            traj=torch.tensor([r.traj for r in rows], dtype=torch.int64, device=self.device),
+            step=torch.tensor([r.step for r in rows], dtype=torch.int64, device=self.device),
+        )
+        with torch.inference_mode():
+            out = self.model.step(h, l, e_x, noise)
+            self._h[idx] = out.h.to(self._h.dtype)
+            self._l[idx] = out.l.to(self._l.dtype)
+            outcomes = self._outcomes(plan, out, x)
+        self.scheduler.update(plan, outcomes, time.time())
+        self.iterations += 1
+        metrics.STEP_DURATION.labels(model=self.name).observe(time.perf_counter() - started)
+        metrics.BATCH_OCCUPANCY.labels(model=self.name).observe(len(rows) / self.slots)
+
+    def _admit(self, plan: StepPlan) -> None:
+        new = [r for r in plan.rows if r.new]
+        if not new:
+            return
+        unseen = list(dict.fromkeys(r.job_id for r in new if r.job_id not in self._job_ex))
+        if unseen:
+            xs = torch.stack([self._pending[j].x for j in unseen])
+            with torch.inference_mode():
+                encoded = self.model.encode(xs)
+            for j, e in zip(unseen, encoded, strict=True):
+                self._job_ex[j] = e
+        with torch.inference_mode():
+            h0, l0 = self.model.init_state(len(new))
+        if self._h is None:
+            self._allocate(h0, l0, self._job_ex[new[0].job_id])
+        assert self._h is not None and self._l is not None and self._ex is not None and self._x is not None
+        idx = torch.tensor([r.slot for r in new], dtype=torch.int64, device=self.device)
+        self._h[idx] = h0.to(self.device, self._h.dtype)
+        self._l[idx] = l0.to(self.device, self._l.dtype)
+        self._ex[idx] = torch.stack([self._job_ex[r.job_id] for r in new])
+        self._x[idx] = torch.stack([self._pending[r.job_id].x for r in new])
+        self._seed[idx] = torch.tensor(
+            [self._pending[r.job_id].job.seed for r in new], dtype=torch.int64, device=self.device
+        )
+
+    def _allocate(self, h0: torch.Tensor, l0: torch.Tensor, e_x: torch.Tensor) -> None:
+        s, spec = self.slots, self.task.spec
+        self._h = torch.zeros((s, *h0.shape[1:]), dtype=h0.dtype, device=self.device)
+        self._l = torch.zeros((s, *l0.shape[1:]), dtype=l0.dtype, device=self.device)
+        self._ex = torch.zeros((s, *e_x.shape), dtype=e_x.dtype, device=self.device)
+        self._x = torch.ones((s, spec.seq_len, spec.in_group), dtype=torch.int64, device=self.device)
+
+    def _outcomes(self, plan: StepPlan, out: Any, x: torch.Tensor) -> list[RowOutcome]:
+        rows = plan.rows
+        tokens = out.tokens
+        halted = (out.q_halt > 0).tolist()
+        verify_rows = [i for i, r in enumerate(rows) if r.verify]
+        valid = [False] * len(rows)
+        scores = [0.0] * len(rows)
+        if verify_rows:
+            vi = torch.tensor(verify_rows, dtype=torch.int64, device=tokens.device)
+            ok = self.task.verify(tokens[vi], x[vi]).tolist()
+            for i, good in zip(verify_rows, ok, strict=True):
+                valid[i] = bool(good)
+        keep = [
+            i for i, r in enumerate(rows)
+            if valid[i] or (self._pending[r.job_id].job.kind == JobKind.sample and (r.final or halted[i]))
+        ]
+        if keep:
+            ki = torch.tensor(keep, dtype=torch.int64, device=tokens.device)
+            mask = self.task.answer_mask(x[ki])
+            per_row = (out.token_logprob[ki].float() * mask).flatten(1).sum(1).tolist()
+            for i, s in zip(keep, per_row, strict=True):
+                scores[i] = float(s)
+        keep_set = set(keep)
+        results = []
+        for i, _row in enumerate(rows):
+            if i in keep_set:
+                y = tokens[i].cpu().clone()
+                key = self.task.canonical_key(x[i].cpu(), y) if valid[i] else None
+                results.append(RowOutcome(valid[i], halted[i], key, scores[i], y))
+            else:
+                results.append(RowOutcome(valid=False, halted=halted[i]))
+        return results
+
+    # -- results -------------------------------------------------------------------------------------
+    def _publish(self, finished: list[FinishedJob]) -> None:
+        for done in finished:
+            self._job_ex.pop(done.job.id, None)
+            pending = self._pending.get(done.job.id)
+            if pending is None:
+                continue
+            try:
+                result = self._result(done, pending)
+            except Exception as err:  # formatting failed: still answer, with the reason
+                log.exception("engine %s: formatting job %s failed", self.name, done.job.id)
+                result = Result(done.job.id, self.name, self.task.name, Outcome.error,
+                                error=f"{type(err).__name__}: {err}")
+            metrics.QUEUE_WAIT.labels(model=self.name).observe(done.queue_s)
+            if done.job.kind == JobKind.solve and result.outcome != Outcome.error:
+                metrics.DISTINCT_SOLUTIONS.labels(task=self.task.name).observe(len(result.solutions))
+            self._deliver(pending, result)
+
+    def _result(self, done: FinishedJob, pending: _Pending) -> Result:
+        job = done.job
+        instance = Instance(task=self.task.name, x=pending.x.cpu(), meta=job.meta)
+        solutions = [
+            Solution(self.task.format(instance, rec.payload), round(rec.score, 6), rec.count, rec.first_step)
+            for rec in done.solutions
+        ]
+        return Result(
+            job_id=job.id, model=self.name, task=self.task.name, outcome=done.outcome, solutions=solutions,
+            num_trajectories=done.num_trajectories, steps=done.steps,
+            queue_ms=done.queue_s * 1000.0,
+        )
+
+    def _deliver(self, pending: _Pending, result: Result) -> None:
+        now = time.time()
+        result.elapsed_ms = (now - pending.job.submitted_at) * 1000.0
+        with self._lock:
+            self._pending.pop(pending.job.id, None)
+            self._finish_times.append(now)
+        metrics.JOBS.labels(task=self.task.name, outcome=result.outcome.value).inc()
+        metrics.JOB_DURATION.labels(task=self.task.name, outcome=result.outcome.value).observe(
+            result.elapsed_ms / 1000.0
+        )
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+    def _fail_all(self, message: str) -> None:
+        now = time.time()
+        for job_id in self.scheduler.job_ids():
+            self.scheduler.abort(job_id, now)
+        self.scheduler.pop_finished()
+        self._job_ex.clear()
+        with self._lock:
+            queued = {id(p) for p in self._inbox}
+            failed = [p for p in self._pending.values() if id(p) not in queued]
+        for pending in failed:
+            self._deliver(pending, Result(pending.job.id, self.name, self.task.name, Outcome.error,
+                                          error=message))
+
+    def _observe(self) -> None:
+        stats = self.scheduler.stats()
+        with self._lock:
+            inbox = len(self._inbox)
+        metrics.QUEUE_DEPTH.labels(model=self.name).set(stats.waiting_jobs + inbox)
+        metrics.ACTIVE_SLOTS.labels(model=self.name).set(stats.active_slots)
+        for outcome, n in self.scheduler.pop_retired_counts().items():
+            metrics.TRAJECTORIES.labels(model=self.name, outcome=outcome).inc(n)
+
+    def _resolve(self, job: Job) -> Job:
+        steps = job.max_steps if job.max_steps is not None else self.n_sup
+        if not 1 <= steps <= self.max_steps_cap:
+            raise ValueError(f"max_steps must be in 1..{self.max_steps_cap}, got {steps}")
+        if job.num_trajectories < 1 or job.max_solutions < 1:
+            raise ValueError("num_trajectories and max_solutions must be >= 1")
+        return replace(job, max_steps=steps)
+
+
+def _config(model: Any, name: str, default: Any) -> Any:
+    config = getattr(model, "config", None)
+    if isinstance(config, dict):
+        return config.get(name, default)
+    return getattr(config, name, default)

@@ -1,0 +1,69 @@
+"""Validated request bodies -> Jobs, shared by the API (service/app.py) and `gram solve` / `gram sample`.
+
+Every problem a client can cause raises ``TaskInputError`` (field name + message), which the API turns
+into a 422 and the CLI prints.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from model.tasks.base import TaskInputError
+from service.jobs import Job, JobKind
+from service.schemas import AnySolveRequest, SampleRequest, task_body
+from service.settings import Settings
+
+
+def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
+    from model.tasks.registry import get_task
+
+    task = body.task
+    instance = get_task(task).parse(task_body(body))
+    if body.num_trajectories > settings.max_trajectories:
+        raise TaskInputError(
+            f"num_trajectories = {body.num_trajectories} is over the limit {settings.max_trajectories} "
+            "(GRAM_MAX_TRAJECTORIES)",
+            "num_trajectories",
+        )
+    check_limits(settings, body.max_steps, "max_steps", body.timeout_ms)
+    return Job.new(
+        model=model, task=task, x=instance.x.tolist(), meta=instance.meta, kind=JobKind.solve,
+        num_trajectories=body.num_trajectories, max_solutions=body.max_solutions, max_steps=body.max_steps,
+        seed=resolve_seed(body.seed), deadline=deadline(settings, body.timeout_ms),
+        seeded=body.seed is not None,
+    )
+
+
+def sample_job(settings: Settings, body: SampleRequest, model: str) -> Job:
+    from model.tasks.registry import get_task
+
+    check_limits(settings, body.steps, "steps", body.timeout_ms)
+    instance = get_task("mnist").parse({})
+    return Job.new(
+        model=model, task="mnist", x=instance.x.tolist(), meta=instance.meta, kind=JobKind.sample,
+        num_trajectories=body.n, max_solutions=body.n, max_steps=body.steps, seed=resolve_seed(body.seed),
+        deadline=deadline(settings, body.timeout_ms), seeded=body.seed is not None,
+    )
+
+
+def check_limits(settings: Settings, steps: int | None, steps_field: str, timeout_ms: float | None) -> None:
+    if steps is not None and steps > settings.max_steps_cap:
+        raise TaskInputError(
+            f"{steps_field} = {steps} is over the limit {settings.max_steps_cap} (GRAM_MAX_STEPS_CAP)",
+            steps_field,
+        )
+    if timeout_ms is not None and timeout_ms > settings.max_timeout_ms:
+        raise TaskInputError(
+            f"timeout_ms = {timeout_ms} is over the limit {settings.max_timeout_ms}", "timeout_ms"
+        )
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The request's seed, or a fresh random one (returned to the client so it can replay the answer)."""
+    return seed if seed is not None else secrets.randbits(63)
+
+
+def deadline(settings: Settings, timeout_ms: float | None) -> float | None:
+    timeout = timeout_ms if timeout_ms is not None else settings.default_timeout_ms
+    return None if timeout is None else time.time() + timeout / 1000.0

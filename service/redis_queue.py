@@ -1,0 +1,351 @@
+"""The Redis Streams job queue: API replicas enqueue, ``gram worker`` processes run the engines.
+
+Selected by ``GRAM_QUEUE_URL=redis://host:port/db``. The API side lives here (``RedisJobQueue``); the
+worker side is service/worker.py. Both share the key layout and the Lua scripts below.
+
+Data path for one job (model ``m``, job id ``j``):
+- API: ``XADD gram:jobs:{m}`` (atomically refused with QueueFull when the stream already holds
+  ``max_queue`` unfinished jobs), then ``BLPOP gram:result:{j}`` until the job's deadline (plus a grace for
+  the last supervision step and the network). No polling: BLPOP returns the moment the result lands.
+- Worker: ``XREADGROUP`` in the consumer group ``gram-engines`` (reads sized by its free capacity), runs the
+  job in its engine, then one script pushes the result to ``gram:result:{j}`` (with a TTL), XACKs and
+  XDELs the entry. The script writes only while this worker still owns the entry, so a job re-claimed by
+  another worker is answered exactly once.
+- A worker refreshes the idle time of the entries it is running (XCLAIM JUSTID); a worker that died stops
+  refreshing, and any other worker's janitor re-claims its entries with XAUTOCLAIM once they have been idle
+  ``claim_idle_s``. An entry delivered more than ``max_deliveries`` times goes to ``gram:dead:{m}`` and the
+  client gets an error result naming it (a job that kills every worker that runs it must not cycle forever).
+- Expired jobs (deadline passed before a worker read them) are answered ``partial`` without being run.
+- Because workers XDEL finished entries, ``XLEN gram:jobs:{m}`` is exactly the jobs waiting or running.
+
+Redis down: every command fails within ``redis_timeout_s``; the API answers 503 (QueueUnavailable) and
+/readyz says why. redis-py reconnects on the next command, so the API recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from service import metrics
+from service.cache import ResultCache
+from service.engine import QueueFull
+from service.jobs import Job, Outcome, Result
+from service.queues import NoModel
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP = "gram-engines"
+WORKER_KEY_PATTERN = "gram:worker:*"
+# Each BLPOP blocks at most this long, so a waiting request notices an outage or a cancellation promptly;
+# a result still arrives the moment it is pushed.
+BLOCK_CHUNK_S = 2.0
+
+
+def stream_key(model: str) -> str:
+    return f"gram:jobs:{model}"
+
+
+def dead_letter_key(model: str) -> str:
+    return f"gram:dead:{model}"
+
+
+def result_key(job_id: str) -> str:
+    return f"gram:result:{job_id}"
+
+
+def abort_key(job_id: str) -> str:
+    return f"gram:abort:{job_id}"
+
+
+def worker_key(consumer: str) -> str:
+    return f"gram:worker:{consumer}"
+
+
+class RedisSettings(BaseSettings):
+    """The Redis-mode knobs (env ``GRAM_*``, like service.settings.Settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRAM_", extra="ignore")
+
+    queue_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis holding streams and results")
+    redis_timeout_s: float = Field(2.0, gt=0, description="connect and command timeout")
+    result_ttl_s: float = Field(300.0, gt=0, description="how long an unread result is kept")
+    deadline_grace_s: float = Field(
+        5.0, ge=0, description="the API waits this long past a job's deadline for its partial result"
+    )
+    outage_grace_s: float = Field(
+        5.0, ge=0, description="a waiting request rides out a Redis outage this long before 503"
+    )
+    claim_idle_s: float = Field(
+        15.0, gt=0, description="a running job not refreshed by its worker for this long is re-claimed"
+    )
+    max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
+    dead_letter_maxlen: int = Field(10_000, ge=1, description="dead-letter entries kept per model")
+    cache_ttl_s: float = Field(3600.0, ge=0, description="result cache for seeded requests; 0 disables it")
+    worker_max_jobs: int = Field(8, ge=1, description="jobs one worker holds per model (running + queued)")
+    worker_block_s: float = Field(1.0, gt=0, description="how long one XREADGROUP blocks")
+
+
+class QueueUnavailable(NoModel):
+    """Redis cannot be reached, or no live worker serves the job's task: the API answers 503 with this
+    message (a NoModel, so the app's 503 path handles it)."""
+
+
+def connect(url: str, timeout_s: float, *, block_s: float = 0.0) -> aioredis.Redis:
+    """An asyncio client that fails fast: short timeouts and one quick retry, so an outage is a prompt
+    error instead of a hang. ``block_s`` extends the read timeout for clients that run blocking reads."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s + block_s,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+        health_check_interval=0,
+        decode_responses=False,
+    )
+
+
+# -- Lua scripts (atomic on the server) -------------------------------------------------------------------
+
+# KEYS: stream. ARGV: bound, job json. -> entry id, or nil when the stream already holds `bound` jobs.
+SUBMIT_LUA = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
+"""
+
+# KEYS: stream, result key. ARGV: group, entry id, consumer, result json, ttl ms.
+# -> 1 written; 0 when the entry is no longer this consumer's (re-claimed or already answered).
+COMPLETE_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: stream. ARGV: group, consumer, entry ids... -> the ids this consumer no longer owns.
+# Resets the idle time of the entries it still owns (XCLAIM JUSTID does not count a delivery).
+REFRESH_LUA = """
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 0 or p[1][2] ~= ARGV[2] then
+    table.insert(lost, ARGV[i])
+  else
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+return lost
+"""
+
+# KEYS: stream, dead-letter stream, result key. ARGV: group, entry id, consumer, job json, deliveries,
+# error result json, ttl ms, dead-letter maxlen. -> 1 moved; 0 when no longer this consumer's.
+DEAD_LETTER_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'job', ARGV[4], 'deliveries', ARGV[5],
+           'entry', ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: stream, abort key. ARGV: group, entry id, ttl ms.
+# A job nobody has read yet is removed (1); one being run gets an abort flag its worker checks (0).
+CANCEL_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #p == 0 then
+  return redis.call('XDEL', KEYS[1], ARGV[2])
+end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return 0
+"""
+
+
+class RedisJobQueue:
+    """The API side of Redis mode (the JobQueue of service/queues.py): ``await submit(job)`` enqueues and
+    waits for the job's Result. Loads no model: the models are those the live workers registered
+    (``gram:worker:*``), and a job is routed to the model named in it or else to one serving its task.
+
+    A background monitor (started on first use) pings Redis and reads the worker registry twice a second,
+    so the synchronous ``ready()`` and ``not_ready`` (for /readyz) are always current."""
+
+    MONITOR_EVERY_S = 0.5
+
+    def __init__(self, settings: Settings | None = None, redis_settings: RedisSettings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.rs = redis_settings or RedisSettings()
+        if self.settings.queue_url:
+            self.rs = self.rs.model_copy(update={"queue_url": self.settings.queue_url})
+        self.redis = connect(self.rs.queue_url, self.rs.redis_timeout_s)
+        # BLPOP holds its connection while it blocks: its own pool, with a read timeout past the block.
+        self.blocking = connect(self.rs.queue_url, self.rs.redis_timeout_s, block_s=BLOCK_CHUNK_S)
+        self.cache = ResultCache(self.redis, self.rs.cache_ttl_s)
+        self._submit = self.redis.register_script(SUBMIT_LUA)
+        self._cancel = self.redis.register_script(CANCEL_LUA)
+        self._workers: list[dict[str, Any]] = []
+        self._workers_at = -1e9
+        self._ready = False
+        self.not_ready: str | None = "not checked yet"
+        self._monitor: asyncio.Task[None] | None = None
+
+    # -- the JobQueue protocol -----------------------------------------------------------------------------
+    async def submit(self, job: Job) -> Result:
+        """Run ``job`` on some worker and return its Result (``cached`` True when the result cache had it).
+
+        Raises QueueFull (429) when the model's stream is at its bound, QueueUnavailable (503) when Redis
+        is unreachable or no live worker serves the task. Cancelling the awaiting task (the client went
+        away) withdraws the job: deleted if no worker has read it yet, else its worker aborts it."""
+        self._start_monitor()
+        job, version = await self._route(job)
+        cacheable = bool(getattr(job, "seeded", False))
+        if cacheable:
+            cached = await self._guard(self.cache.get(job, version))
+            if cached is not None:
+                return cached
+        entry = await self._guard(self._submit(keys=[stream_key(job.model)],
+                                               args=[self.settings.max_queue, job.to_json()]))
+        if entry is None:
+            metrics.REJECTED.labels(reason="queue_full").inc()
+            raise QueueFull(job.model, retry_after_s=1.0)
+        try:
+            result = await self._wait(job)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._withdraw(job, entry))
+            raise
+        if cacheable and result.outcome == Outcome.complete:
+            try:
+                await self.cache.put(job, result, version)
+            except RedisError as err:  # the answer is good; only the cache entry is lost
+                log.warning("result cache write for job %s failed: %s", job.id, err)
+        return result
+
+    def ready(self) -> bool:
+        """Redis answers and at least one worker is alive (as of the monitor's last look, <= 0.5 s ago)."""
+        self._start_monitor()
+        return self._ready
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+    # -- internals ------------------------------------------------------------------------------------------
+    async def _route(self, job: Job) -> tuple[Job, str]:
+        """The job addressed to a served model (by name, else the first serving its task), and that model's
+        version (for the cache key)."""
+        served = await self.served_models()
+        if job.model not in served:
+            by_task = sorted(name for name, info in served.items() if info.get("task") == job.task)
+            if not by_task:
+                raise QueueUnavailable(f"no gram worker is serving task {job.task!r} yet; retry shortly")
+            job = replace(job, model=by_task[0])
+        return job, str(served[job.model].get("version", ""))
+
+    async def _wait(self, job: Job) -> Result:
+        if job.deadline is not None:
+            give_up = job.deadline + self.rs.deadline_grace_s
+        else:
+            give_up = time.time() + self.settings.max_timeout_ms / 1000.0 + self.rs.deadline_grace_s
+        outage_since: float | None = None
+        while True:
+            remaining = give_up - time.time()
+            if remaining <= 0:
+                return Result(job.id, job.model, job.task, Outcome.partial,
+                              error="no worker answered before the deadline")
+            try:
+                # BLPOP's timeout 0 means forever: never pass less than 10 ms.
+                block = max(0.01, min(remaining, BLOCK_CHUNK_S))
+                popped = await self.blocking.blpop([result_key(job.id)], timeout=block)
+            except RedisError as err:
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if now - outage_since >= self.rs.outage_grace_s:
+                    raise QueueUnavailable(
+                        f"lost the job queue (Redis) while waiting for job {job.id}: {err}"
+                    ) from err
+                await asyncio.sleep(0.1)  # only while Redis is unreachable: give it a moment to return
+                continue
+            outage_since = None
+            if popped is not None:
+                return Result.from_json(popped[1])
+
+    async def _withdraw(self, job: Job, entry: bytes) -> None:
+        try:
+            await self._cancel(keys=[stream_key(job.model), abort_key(job.id)],
+                               args=[GROUP, entry, int(self.rs.result_ttl_s * 1000)])
+        except RedisError as err:
+            log.warning("could not withdraw job %s: %s", job.id, err)
+
+    async def _guard(self, awaitable: Any) -> Any:
+        """Await a Redis command; an unreachable Redis becomes QueueUnavailable (503) at once."""
+        try:
+            return await awaitable
+        except RedisError as err:
+            self._down(err)
+            raise QueueUnavailable(f"the job queue (Redis) is unavailable: {err}") from err
+
+    def _down(self, err: Exception) -> None:
+        self._ready = False
+        self.not_ready = f"Redis at {self.rs.queue_url} is unreachable: {type(err).__name__}: {err}"
+
+    def _start_monitor(self) -> None:
+        if self._monitor is None or self._monitor.done():
+            try:
+                self._monitor = asyncio.get_running_loop().create_task(self._watch())
+            except RuntimeError:  # no event loop in this thread: the next async caller starts it
+                pass
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.redis.ping()
+                workers = await self.live_workers(max_age_s=0.0)
+                self._ready = bool(workers)
+                self.not_ready = None if workers else "Redis is up but no gram worker is alive"
+            except RedisError as err:
+                self._down(err)
+            await asyncio.sleep(self.MONITOR_EVERY_S)
+
+    # -- workers --------------------------------------------------------------------------------------------
+    async def live_workers(self, max_age_s: float = 1.0) -> list[dict[str, Any]]:
+        """Registrations of the workers alive now (each refreshes its key well inside the key's TTL)."""
+        if time.monotonic() - self._workers_at < max_age_s:
+            return self._workers
+        keys = [k async for k in self.redis.scan_iter(match=WORKER_KEY_PATTERN, count=100)]
+        values = await self.redis.mget(keys) if keys else []
+        self._workers = [json.loads(v) for v in values if v is not None]
+        self._workers_at = time.monotonic()
+        return self._workers
+
+    async def served_models(self) -> dict[str, dict[str, Any]]:
+        """Model name -> its registration (task, n_sup, slots, version, card) from a live worker."""
+        workers = await self._guard(self.live_workers())
+        return {name: info for w in workers for name, info in w.get("models", {}).items()}
+
+    async def depth(self, model: str) -> int:
+        """Jobs waiting or running for ``model`` (workers delete finished entries)."""
+        return int(await self._guard(self.redis.xlen(stream_key(model))))
+
+
+def create_queue(settings: Settings) -> RedisJobQueue | None:
+    """The app factory's hook: a RedisJobQueue when ``settings.queue_url`` is set, else None (embedded)."""
+    if not settings.queue_url:
+        return None
+    return RedisJobQueue(settings)

@@ -1,0 +1,385 @@
+"""The pure scheduler of trajectory slots: plain data in, plain data out; no I/O, threads or tensors.
+
+The engine (service/engine.py) drives it once per iteration:
+
+    sched.add(job, now)                     # job.max_steps already resolved to an int
+    plan = sched.schedule(now)              # which slots run this step; which of them are new
+    ... run one supervision step for plan.rows, verify the rows with row.verify ...
+    sched.update(plan, outcomes, now)       # one RowOutcome per plan row, same order
+    for done in sched.pop_finished(): ...   # FinishedJob: aggregated solutions, outcome, counts
+    sched.abort(job_id, now)                # client went away: free its slots, finish it as aborted
+
+Modes (``BatchingMode``):
+- continuous: every iteration admits waiting trajectories (FCFS by job arrival, a job's trajectories in
+  index order) into every free slot, including slots freed by the previous update. Every row is verified
+  after every step; a trajectory retires when its candidate is valid, when the halting head says stop
+  (q_halt > 0) or at its job's max_steps.
+- request: request-level dynamic batching (Triton / Ray Serve style). A batch starts when the slots are
+  all free and either the waiting trajectories fill every slot or the oldest waiting job has waited
+  ``batch_wait_s``; it runs until its last trajectory has run its max_steps. Candidates are verified only
+  at the last step; the halting head is ignored.
+- serial: like request, but a batch holds trajectories of one job only and starts without waiting.
+
+Determinism: a trajectory's path depends only on (seed, trajectory index, step) (the model's counter-based
+noise), so its outcome does not depend on the batch. The answer of a job is made a function of those
+outcomes alone, never of timing: in continuous mode a job completes when the contiguous prefix of
+retired trajectories 0..p-1 holds ``max_solutions`` distinct solutions (or p = num_trajectories), and its
+answer is that prefix's solutions; in request/serial modes every trajectory runs to the end and the answer
+is all of them. Only a deadline (partial) or an abort makes an answer timing-dependent.
+
+Aggregation: solutions are grouped by canonical key; ``count`` = trajectories that reached it, ``score``
+= the best score among them, ``first_step`` = the fewest steps any of them ran, the payload is the lowest
+trajectory index's. Ordered by count, then score (descending), then first trajectory index.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.jobs import Job, JobKind, Outcome
+from service.settings import BatchingMode
+
+# Trajectory outcomes (the ``outcome`` label of gram_trajectories_total).
+VALID, INVALID, HALTED, EXHAUSTED, ABORTED = "valid", "invalid", "halted", "exhausted", "aborted"
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    slot: int
+    job_id: str
+    traj: int  # trajectory index within the job (the noise key "traj")
+    step: int  # supervision steps this trajectory has already run (the noise key "step")
+    new: bool  # admitted this iteration: the engine initialises the slot's state and input embedding
+    verify: bool  # verify this row's candidate after the step
+    final: bool  # this step is the trajectory's last (its job's max_steps)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    rows: list[PlanRow]
+    wake_at: float | None = None  # when rows is empty: earliest time a later schedule() may admit
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    valid: bool = False  # verified valid (False when the row was not verified)
+    halted: bool = False  # the halting head says stop (q_halt > 0)
+    key: bytes | None = None  # canonical key of a valid candidate
+    score: float = 0.0
+    payload: Any = None  # the candidate (opaque here): kept for valid rows and for retiring samples
+
+
+@dataclass
+class SolutionRecord:
+    key: bytes
+    payload: Any
+    score: float
+    count: int
+    first_step: int
+    first_traj: int
+
+
+@dataclass
+class FinishedJob:
+    job: Job
+    outcome: Outcome
+    solutions: list[SolutionRecord]
+    num_trajectories: int  # trajectories the answer is made of
+    steps: int  # supervision steps those trajectories ran
+    queue_s: float  # add -> first admission (the whole life when never admitted)
+    trajectories_run: int  # every trajectory that took a slot, counted or not
+
+
+@dataclass
+class SchedulerStats:
+    slots: int
+    active_slots: int
+    waiting_jobs: int  # jobs none of whose trajectories has been admitted yet
+    running_jobs: int
+    waiting_trajectories: int
+
+
+@dataclass
+class _Traj:
+    outcome: str
+    steps: int
+    key: bytes | None = None
+    score: float = 0.0
+    payload: Any = None
+
+
+@dataclass
+class _JobState:
+    job: Job
+    max_steps: int
+    arrived: float
+    seq: int
+    next_traj: int = 0
+    first_admit: float | None = None
+    active: set[int] = field(default_factory=set)  # slots
+    retired: dict[int, _Traj] = field(default_factory=dict)  # traj -> record
+    prefix: int = 0  # trajectories 0..prefix-1 are all retired
+    prefix_keys: set[bytes] = field(default_factory=set)
+
+    @property
+    def width(self) -> int:
+        return self.job.num_trajectories
+
+
+@dataclass
+class _Slot:
+    job_id: str
+    traj: int
+    steps: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        slots: int,
+        mode: BatchingMode = BatchingMode.continuous,
+        batch_wait_s: float = 0.0,
+        use_halting: bool = True,
+    ) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
+        self.num_slots = slots
+        self.mode = BatchingMode(mode)
+        self.batch_wait_s = batch_wait_s
+        self.use_halting = use_halting
+        self._slots: list[_Slot | None] = [None] * slots
+        self._jobs: dict[str, _JobState] = {}  # insertion order = arrival order
+        self._finished: list[FinishedJob] = []
+        self._seq = 0
+        self._retired_counts: Counter[str] = Counter()
+
+    # -- intake ---------------------------------------------------------------------------------------
+    def add(self, job: Job, now: float) -> None:
+        if job.id in self._jobs:
+            raise ValueError(f"job {job.id} already scheduled")
+        if job.max_steps is None or job.max_steps < 1:
+            raise ValueError("job.max_steps must be resolved to a positive int before add()")
+        if job.num_trajectories < 1:
+            raise ValueError("job.num_trajectories must be >= 1")
+        self._seq += 1
+        self._jobs[job.id] = _JobState(job=job, max_steps=job.max_steps, arrived=now, seq=self._seq)
+
+    def abort(self, job_id: str, now: float) -> bool:
+        """Finish a job as aborted and free its slots; False when the job is unknown or already done."""
+        state = self._jobs.get(job_id)
+        if state is None:
+            return False
+        self._finish(state, Outcome.aborted, now)
+        return True
+
+    # -- one iteration ------------------------------------------------------------------------------
+    def schedule(self, now: float) -> StepPlan:
+        self._expire_deadlines(now)
+        admitted = self._admit(now)
+        rows: list[PlanRow] = []
+        verify_every_step = self.mode == BatchingMode.continuous
+        for slot_index, slot in enumerate(self._slots):
+            if slot is None:
+                continue
+            state = self._jobs[slot.job_id]
+            final = slot.steps + 1 >= state.max_steps
+            verify = state.job.kind == JobKind.solve and (verify_every_step or final)
+            rows.append(
+                PlanRow(slot_index, slot.job_id, slot.traj, slot.steps, slot_index in admitted, verify, final)
+            )
+        return StepPlan(rows=rows, wake_at=None if rows else self._wake_at())
+
+    def update(self, plan: StepPlan, outcomes: list[RowOutcome], now: float) -> None:
+        if len(outcomes) != len(plan.rows):
+            raise ValueError(f"{len(outcomes)} outcomes for {len(plan.rows)} plan rows")
+        touched: list[_JobState] = []
+        for row, out in zip(plan.rows, outcomes, strict=True):
+            slot = self._slots[row.slot]
+            state = self._jobs.get(row.job_id)
+            if slot is None or state is None or slot.job_id != row.job_id or slot.traj != row.traj:
+                continue  # the job finished (abort, deadline) between schedule() and update()
+            slot.steps += 1
+            retire = self._retirement(state, row, out)
+            if retire is None:
+                continue
+            keep = retire == VALID
+            self._retire(
+                state,
+                row.slot,
+                _Traj(
+                    outcome=retire,
+                    steps=slot.steps,
+                    key=out.key if keep else None,
+                    score=out.score if keep else 0.0,
+                    payload=out.payload if keep else None,
+                ),
+            )
+            if not touched or touched[-1] is not state:
+                touched.append(state)
+        for state in touched:
+            if state.job.id in self._jobs:
+                self._maybe_complete(state, now)
+
+    def pop_finished(self) -> list[FinishedJob]:
+        done, self._finished = self._finished, []
+        return done
+
+    def pop_retired_counts(self) -> Counter[str]:
+        """Trajectories retired since the last call, by outcome (valid/invalid/halted/exhausted/aborted)."""
+        counts, self._retired_counts = self._retired_counts, Counter()
+        return counts
+
+    def stats(self) -> SchedulerStats:
+        waiting = sum(1 for s in self._jobs.values() if s.first_admit is None)
+        return SchedulerStats(
+            slots=self.num_slots,
+            active_slots=sum(1 for s in self._slots if s is not None),
+            waiting_jobs=waiting,
+            running_jobs=len(self._jobs) - waiting,
+            waiting_trajectories=sum(s.width - s.next_traj for s in self._jobs.values()),
+        )
+
+    def has_work(self) -> bool:
+        return bool(self._jobs)
+
+    def job_ids(self) -> list[str]:
+        return list(self._jobs)
+
+    # -- rules ----------------------------------------------------------------------------------------
+    def _retirement(self, state: _JobState, row: PlanRow, out: RowOutcome) -> str | None:
+        continuous = self.mode == BatchingMode.continuous
+        if state.job.kind == JobKind.sample:
+            if row.final or (continuous and self.use_halting and out.halted):
+                return VALID
+            return None
+        if row.verify and out.valid:
+            return VALID
+        if continuous and self.use_halting and out.halted:
+            return HALTED
+        if row.final:
+            return EXHAUSTED if continuous else INVALID
+        return None
+
+    def _admit(self, now: float) -> set[int]:
+        free = [i for i, s in enumerate(self._slots) if s is None]
+        if not free:
+            return set()
+        if self.mode != BatchingMode.continuous:
+            if len(free) < self.num_slots or not self._batch_ready(now):
+                return set()
+        candidates = [s for s in self._jobs.values() if s.next_traj < s.width]
+        if self.mode == BatchingMode.serial:
+            candidates = candidates[:1]
+        admitted: set[int] = set()
+        for state in candidates:
+            while free and state.next_traj < state.width:
+                slot_index = free.pop(0)
+                self._slots[slot_index] = _Slot(job_id=state.job.id, traj=state.next_traj)
+                state.active.add(slot_index)
+                state.next_traj += 1
+                admitted.add(slot_index)
+                if state.first_admit is None:
+                    state.first_admit = now
+            if not free:
+                break
+        return admitted
+
+    def _batch_ready(self, now: float) -> bool:
+        waiting = [s for s in self._jobs.values() if s.next_traj < s.width]
+        if not waiting:
+            return False
+        if self.mode == BatchingMode.serial:
+            return True
+        if sum(s.width - s.next_traj for s in waiting) >= self.num_slots:
+            return True
+        return now - waiting[0].arrived >= self.batch_wait_s
+
+    def _wake_at(self) -> float | None:
+        if self.mode != BatchingMode.request:
+            return None
+        waiting = [s for s in self._jobs.values() if s.next_traj < s.width]
+        times = [waiting[0].arrived + self.batch_wait_s] if waiting else []
+        times += [s.job.deadline for s in self._jobs.values() if s.job.deadline is not None]
+        return min(times) if times else None
+
+    def _expire_deadlines(self, now: float) -> None:
+        for state in list(self._jobs.values()):
+            if state.job.deadline is not None and now >= state.job.deadline:
+                self._finish(state, Outcome.partial, now)
+
+    def _retire(self, state: _JobState, slot_index: int, traj: _Traj) -> None:
+        slot = self._slots[slot_index]
+        assert slot is not None
+        state.retired[slot.traj] = traj
+        state.active.discard(slot_index)
+        self._slots[slot_index] = None
+        self._retired_counts[traj.outcome] += 1
+        # The prefix stops growing once it holds max_solutions distinct keys: that prefix is the answer.
+        while state.prefix in state.retired and len(state.prefix_keys) < state.job.max_solutions:
+            key = state.retired[state.prefix].key
+            if key is not None:
+                state.prefix_keys.add(key)
+            state.prefix += 1
+
+    def _maybe_complete(self, state: _JobState, now: float) -> None:
+        all_retired = len(state.retired) == state.width
+        if self.mode == BatchingMode.continuous and state.job.kind == JobKind.solve:
+            if len(state.prefix_keys) >= state.job.max_solutions or all_retired:
+                self._finish(state, Outcome.complete, now)
+        elif all_retired:
+            self._finish(state, Outcome.complete, now)
+
+    def _finish(self, state: _JobState, outcome: Outcome, now: float) -> None:
+        for slot_index in sorted(state.active):
+            slot = self._slots[slot_index]
+            assert slot is not None
+            self._retired_counts[ABORTED] += 1
+            # steps a cut-short trajectory ran still count as work for partial/aborted answers
+            state.retired.setdefault(slot.traj, _Traj(outcome=ABORTED, steps=slot.steps))
+            self._slots[slot_index] = None
+        state.active.clear()
+        del self._jobs[state.job.id]
+
+        if outcome == Outcome.complete and self.mode == BatchingMode.continuous:
+            counted = {t: r for t, r in state.retired.items() if t < state.prefix}
+        else:
+            counted = state.retired
+        limit = None if state.job.kind == JobKind.sample else state.job.max_solutions
+        self._finished.append(
+            FinishedJob(
+                job=state.job,
+                outcome=outcome,
+                solutions=_aggregate(counted, state.job.kind, limit),
+                num_trajectories=sum(1 for r in counted.values() if r.outcome != ABORTED or r.steps > 0),
+                steps=sum(r.steps for r in counted.values()),
+                queue_s=(state.first_admit if state.first_admit is not None else now) - state.arrived,
+                trajectories_run=state.next_traj,
+            )
+        )
+
+
+def _aggregate(records: dict[int, _Traj], kind: JobKind, limit: int | None) -> list[SolutionRecord]:
+    if kind == JobKind.sample:
+        return [
+            SolutionRecord(
+                key=t.to_bytes(8, "big"), payload=r.payload, score=r.score, count=1,
+                first_step=r.steps, first_traj=t,
+            )
+            for t, r in sorted(records.items())
+            if r.outcome == VALID
+        ]
+    groups: dict[bytes, SolutionRecord] = {}
+    for traj, rec in sorted(records.items()):
+        if rec.outcome != VALID or rec.key is None:
+            continue
+        group = groups.get(rec.key)
+        if group is None:
+            groups[rec.key] = SolutionRecord(rec.key, rec.payload, rec.score, 1, rec.steps, traj)
+        else:
+            group.count += 1
+            group.score = max(group.score, rec.score)
+            group.first_step = min(group.first_step, rec.steps)
+    ordered = sorted(groups.values(), key=lambda g: (-g.count, -g.score, g.first_traj))
+    return ordered if limit is None else ordered[:limit]

@@ -1,0 +1,18 @@
+"""Run the API with uvicorn: ``serve(settings, host, port)`` (what `gram serve` and `make serve` call)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import Settings
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One process, one event loop: the engines run in their own threads (torch releases the GIL), so more
+    # uvicorn workers would only load the models twice.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=5)

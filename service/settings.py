@@ -1,0 +1,53 @@
+"""Service settings, read from the environment with the prefix ``GRAM_`` (pydantic-settings).
+
+Every knob the engine, the API and the CLI share lives here, so `gram serve --slots 32` and
+`GRAM_SLOTS=32 gram serve` mean the same thing. ``GRAM_QUEUE_URL`` is reserved for the Redis queue
+(service/redis_queue.py); the embedded in-process queue ignores it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "model" / "weights"
+
+
+class BatchingMode(StrEnum):
+    """How the engine batches trajectories (see service/scheduler.py for the exact rules)."""
+
+    continuous = "continuous"  # iteration-level: verify every step, early exit, refill freed slots at once
+    request = "request"  # request-level dynamic batching: whole batches run all max_steps, verify at end
+    serial = "serial"  # one request at a time, all max_steps, verify at end (a research script)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRAM_", extra="ignore")
+
+    batching: BatchingMode = BatchingMode.continuous
+    slots: int = Field(64, ge=1, le=65536, description="trajectory slots per engine (the batch size)")
+    max_trajectories: int = Field(1024, ge=1, description="cap on num_trajectories of one request")
+    max_queue: int = Field(256, ge=1, description="jobs waiting or running per model before 429")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this get 413")
+    request_batch_wait_ms: float = Field(
+        10.0, ge=0.0, description="request mode: how long a batch waits after its first arrival"
+    )
+    default_timeout_ms: float | None = Field(
+        None, gt=0, description="deadline for requests that give no timeout_ms (None: no deadline)"
+    )
+    max_timeout_ms: float = Field(600_000.0, gt=0, description="cap on a request's timeout_ms")
+    max_steps_cap: int = Field(256, ge=1, description="cap on a request's max_steps")
+    weights_dir: Path = DEFAULT_WEIGHTS_DIR
+    models: str = Field("", description="comma-separated checkpoint names to load; empty: all in weights_dir")
+    device: str = Field("cpu", description="torch device for the engines, e.g. cpu or cuda:0")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default)")
+    queue_url: str | None = Field(
+        None, description="redis:// URL of the Redis job queue; unset: embedded"
+    )
+    warmup: bool = Field(True, description="run one supervision step per model before /readyz says ready")
+
+    def model_names(self) -> list[str]:
+        return [name.strip() for name in self.models.split(",") if name.strip()]

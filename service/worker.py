@@ -1,0 +1,435 @@
+"""``gram worker``: load the models, run their engines, and serve jobs from the Redis Streams queue.
+
+One worker process per GPU (or per few CPU cores). For every model it serves, the worker reads its stream
+in the consumer group (reads sized by the free capacity of the worker, ``worker_max_jobs`` jobs per model),
+submits the jobs to the model's Engine and writes each Result back with one atomic script (result pushed
+to the request's key, entry XACKed and deleted, only while this worker still owns the entry).
+
+Background loops, all on one asyncio event loop (the engines run in their own threads):
+- register: ``gram:worker:{consumer}`` with the models served, refreshed well inside its TTL, so the API
+  knows which models are served and /readyz knows workers are alive; also (re)creates the consumer groups
+  after a Redis restart that lost them.
+- refresh: XCLAIM JUSTID on the entries being run, so no janitor takes them from a live worker however
+  long a job runs; aborts jobs whose client went away (``gram:abort:{job}``) or that another worker took.
+- janitor: XAUTOCLAIM entries idle for ``claim_idle_s`` (their worker died) into free capacity; an entry
+  delivered more than ``max_deliveries`` times goes to the dead-letter stream with an error for its client.
+On SIGTERM the worker stops reading, finishes what it is running for a grace period, and hands back the
+rest (marked idle, so the next janitor anywhere re-claims them at once).
+
+Redis outages: every loop logs, backs off and retries; finished results are kept and written when Redis
+is back (their jobs stay pending meanwhile, so nothing is lost or answered twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from redis.exceptions import RedisError, ResponseError
+
+from service import metrics
+from service.engine import Engine
+from service.jobs import Job, Outcome, Result
+from service.redis_queue import (
+    COMPLETE_LUA,
+    DEAD_LETTER_LUA,
+    GROUP,
+    REFRESH_LUA,
+    RedisSettings,
+    abort_key,
+    connect,
+    dead_letter_key,
+    result_key,
+    stream_key,
+    worker_key,
+)
+from service.runtime import Runtime, find_checkpoints
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Running:
+    entry: str
+    job: Job
+    task: asyncio.Task[None]
+
+
+class Worker:
+    """Serves the engines of ``runtime`` from Redis until ``stop()``."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        redis_settings: RedisSettings | None = None,
+        *,
+        consumer: str | None = None,
+        versions: dict[str, str] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.rs = redis_settings or RedisSettings()
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.versions = versions or {}
+        self.redis = connect(self.rs.queue_url, self.rs.redis_timeout_s)
+        self.blocking = connect(self.rs.queue_url, self.rs.redis_timeout_s, block_s=self.rs.worker_block_s)
+        self._complete = self.redis.register_script(COMPLETE_LUA)
+        self._refresh = self.redis.register_script(REFRESH_LUA)
+        self._dead_letter = self.redis.register_script(DEAD_LETTER_LUA)
+        self.running: dict[str, dict[str, _Running]] = {name: {} for name in runtime.engines}
+        self._capacity = {name: asyncio.Event() for name in runtime.engines}
+        self._stopping = asyncio.Event()
+        self.redis_ok = False
+        self.last_tick = time.monotonic()
+        self.completed = 0
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        return self.runtime.engines
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    async def run(self, grace_s: float = 30.0) -> None:
+        """Serve until stop(); then drain for up to ``grace_s`` and hand back what is left."""
+        loops = [self._loop("register", self._register, self._heartbeat_s),
+                 self._loop("refresh", self._refresh_running, self._heartbeat_s),
+                 self._loop("janitor", self._janitor, self.rs.claim_idle_s / 2)]
+        loops += [self._read_loop(name) for name in self.engines]
+        tasks = [asyncio.create_task(c) for c in loops]
+        log.info("worker %s serving %s from %s", self.consumer, sorted(self.engines), self.rs.queue_url)
+        await self._stopping.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._drain(grace_s)
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def _heartbeat_s(self) -> float:
+        return max(0.05, self.rs.claim_idle_s / 3)
+
+    async def _loop(self, name: str, body: Callable[[], Awaitable[None]], every_s: float) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await body()
+                self.redis_ok, backoff = True, 0.1
+                self.last_tick = time.monotonic()
+                await asyncio.sleep(every_s)
+            except RedisError as err:
+                self._redis_down(name, err)
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+
+    def _redis_down(self, where: str, err: Exception) -> None:
+        if self.redis_ok:
+            log.warning("worker %s: Redis unavailable (%s: %s); retrying", self.consumer, where, err)
+        self.redis_ok = False
+
+    # -- register ----------------------------------------------------------------------------------------
+    async def _register(self) -> None:
+        models = {}
+        for name, engine in self.engines.items():
+            card = self.runtime.cards.get(name, {})
+            models[name] = {
+                "task": engine.task.name, "n_sup": engine.n_sup, "slots": engine.slots,
+                "batching": str(engine.mode), "version": self.versions.get(name, ""), **card,
+            }
+        info = {"consumer": self.consumer, "host": socket.gethostname(), "pid": os.getpid(), "models": models}
+        ttl_ms = int(max(3 * self._heartbeat_s, 1.0) * 1000)
+        await self.redis.set(worker_key(self.consumer), json.dumps(info, default=str), px=ttl_ms)
+        for name in self.engines:
+            await self._ensure_group(name)
+
+    async def _ensure_group(self, model: str) -> None:
+        try:
+            # id 0: entries added before the group existed (e.g. after Redis lost it) are still delivered
+            await self.redis.xgroup_create(stream_key(model), GROUP, id="0", mkstream=True)
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    # -- read --------------------------------------------------------------------------------------------
+    def _free(self, model: str) -> int:
+        return max(0, self.rs.worker_max_jobs - len(self.running[model]))
+
+    async def _read_loop(self, model: str) -> None:
+        backoff = 0.1
+        while True:
+            free = self._free(model)
+            if free == 0:
+                self._capacity[model].clear()
+                await self._capacity[model].wait()
+                continue
+            try:
+                reply = await self.blocking.xreadgroup(
+                    GROUP, self.consumer, {stream_key(model): ">"}, count=free,
+                    block=int(self.rs.worker_block_s * 1000),
+                )
+                self.redis_ok, backoff = True, 0.1
+            except ResponseError as err:
+                if "NOGROUP" not in str(err):
+                    raise
+                await self._ensure_group(model)
+                continue
+            except RedisError as err:
+                self._redis_down(f"read {model}", err)
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+                continue
+            try:
+                for _stream, entries in reply or []:
+                    for entry_id, fields in entries:
+                        await self._accept(model, _text(entry_id), fields, deliveries=1)
+            except RedisError as err:  # what was read stays pending here and is re-claimed after the outage
+                self._redis_down(f"accept {model}", err)
+
+    async def _accept(
+        self, model: str, entry: str, fields: dict[bytes, bytes] | None, deliveries: int
+    ) -> None:
+        """Start one delivered entry: run it, answer it at once (expired, invalid) or dead-letter it."""
+        raw = (fields or {}).get(b"job")
+        try:
+            job = Job.from_json(raw) if raw is not None else None
+        except (ValueError, TypeError, KeyError) as err:
+            log.error("worker %s: entry %s of %s is not a job (%s); acknowledging it", self.consumer, entry,
+                      model, err)
+            job = None
+        if job is None:
+            await self.redis.xack(stream_key(model), GROUP, entry)
+            await self.redis.xdel(stream_key(model), entry)
+            return
+        if deliveries > self.rs.max_deliveries:
+            await self._to_dead_letter(model, entry, job, deliveries)
+            return
+        if job.deadline is not None and time.time() >= job.deadline:
+            expired = Result(job.id, model, job.task, Outcome.partial,
+                             error="the deadline passed before a worker could start the job")
+            await self._write(model, entry, expired)
+            return
+        try:
+            future = self.engines[model].submit(job)
+        except Exception as err:  # ValueError for a bad job, QueueFull cannot happen (bounded reads)
+            failed = Result(job.id, model, job.task, Outcome.error, error=f"{type(err).__name__}: {err}")
+            await self._write(model, entry, failed)
+            return
+        task = asyncio.create_task(self._finish(model, entry, job, asyncio.wrap_future(future)))
+        self.running[model][entry] = _Running(entry, job, task)
+
+    async def _finish(self, model: str, entry: str, job: Job, result: Awaitable[Result]) -> None:
+        try:
+            answer = await result
+            backoff = 0.1
+            while True:  # the answer must reach Redis: keep it until Redis takes it
+                try:
+                    await self._write(model, entry, answer)
+                    break
+                except RedisError as err:
+                    self._redis_down(f"write {job.id}", err)
+                    await asyncio.sleep(backoff)
+                    backoff = min(2.0, backoff * 2)
+        finally:
+            self.running[model].pop(entry, None)
+            self._capacity[model].set()
+
+    async def _write(self, model: str, entry: str, result: Result) -> bool:
+        written = await self._complete(
+            keys=[stream_key(model), result_key(result.job_id)],
+            args=[GROUP, entry, self.consumer, result.to_json(), int(self.rs.result_ttl_s * 1000)],
+        )
+        if written:
+            self.completed += 1
+        else:
+            log.info("worker %s: job %s was taken over by another worker; not answering it",
+                     self.consumer, result.job_id)
+        return bool(written)
+
+    async def _to_dead_letter(self, model: str, entry: str, job: Job, deliveries: int) -> None:
+        message = (
+            f"job {job.id} was started {deliveries - 1} times and no worker finished it (each one died while "
+            f"running it); it was moved to the dead-letter stream {dead_letter_key(model)}"
+        )
+        log.error("worker %s: %s", self.consumer, message)
+        failed = Result(job.id, model, job.task, Outcome.error, error=message)
+        await self._dead_letter(
+            keys=[stream_key(model), dead_letter_key(model), result_key(job.id)],
+            args=[GROUP, entry, self.consumer, job.to_json(), deliveries, failed.to_json(),
+                  int(self.rs.result_ttl_s * 1000), self.rs.dead_letter_maxlen],
+        )
+        metrics.JOBS.labels(task=job.task, outcome=Outcome.error.value).inc()
+
+    # -- refresh: keep running entries ours; honour client aborts -----------------------------------------
+    async def _refresh_running(self) -> None:
+        for model, running in self.running.items():
+            if not running:
+                continue
+            entries = list(running.values())
+            lost = await self._refresh(keys=[stream_key(model)],
+                                       args=[GROUP, self.consumer, *[r.entry for r in entries]])
+            gone = {_text(e) for e in lost}
+            flags = await self.redis.mget([abort_key(r.job.id) for r in entries])
+            for run, flag in zip(entries, flags, strict=True):
+                if run.entry in gone or flag is not None:
+                    self.engines[model].abort(run.job.id)
+
+    # -- janitor: re-claim what dead workers left -----------------------------------------------------------
+    async def _janitor(self) -> None:
+        idle_ms = int(self.rs.claim_idle_s * 1000)
+        for model in self.engines:
+            free = self._free(model)
+            if free == 0:
+                continue
+            try:
+                reply = await self.redis.xautoclaim(stream_key(model), GROUP, self.consumer,
+                                                    min_idle_time=idle_ms, start_id="0-0", count=free)
+            except ResponseError as err:
+                if "NOGROUP" not in str(err):
+                    raise
+                await self._ensure_group(model)
+                continue
+            claimed = [(_text(e), f) for e, f in reply[1] if e is not None and f is not None]
+            if not claimed:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for entry, _ in claimed:
+                    pipe.xpending_range(stream_key(model), GROUP, min=entry, max=entry, count=1)
+                pending = await pipe.execute()
+            for (entry, fields), info in zip(claimed, pending, strict=True):
+                deliveries = int(info[0]["times_delivered"]) if info else 1
+                log.warning("worker %s: re-claimed entry %s of %s (delivery %d)", self.consumer, entry,
+                            model, deliveries)
+                await self._accept(model, entry, fields, deliveries)
+
+    # -- shutdown --------------------------------------------------------------------------------------------
+    async def _drain(self, grace_s: float) -> None:
+        tasks = [r.task for running in self.running.values() for r in running.values()]
+        if tasks:
+            log.info("worker %s: finishing %d running jobs (up to %.0f s)", self.consumer, len(tasks),
+                     grace_s)
+            await asyncio.wait(tasks, timeout=grace_s)
+        left = {model: list(running.values()) for model, running in self.running.items() if running}
+        for runs in left.values():
+            for run in runs:
+                run.task.cancel()
+        try:
+            for model, runs in left.items():
+                # Marked idle past the claim timeout: the next janitor anywhere takes them (no delivery
+                # counted, JUSTID), instead of waiting for this worker's heartbeat to age.
+                await self.redis.execute_command(
+                    "XCLAIM", stream_key(model), GROUP, self.consumer, 0, *[r.entry for r in runs],
+                    "IDLE", int(self.rs.claim_idle_s * 1000) + 1, "JUSTID",
+                )
+            await self.redis.delete(worker_key(self.consumer))
+        except RedisError as err:
+            log.warning("worker %s: could not hand back unfinished jobs (%s); they are re-claimed after "
+                        "%.0f s", self.consumer, err, self.rs.claim_idle_s)
+
+    def healthy(self) -> bool:
+        """Liveness: the event loop still turns (a wedged worker should be restarted)."""
+        return time.monotonic() - self.last_tick < max(30.0, 10 * self._heartbeat_s)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def checkpoint_versions(settings: Settings) -> dict[str, str]:
+    """name -> short digest of its checkpoint file: part of the result-cache key, so new weights never
+    serve answers cached from old ones."""
+    versions = {}
+    for name, path in find_checkpoints(settings).items():
+        digest = hashlib.sha256()
+        with Path(path).open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        versions[name] = digest.hexdigest()[:16]
+    return versions
+
+
+# -- /metrics and /healthz for Prometheus and the container healthcheck ------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's signature)
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def serve_metrics(worker: Worker, host: str, port: int) -> WSGIServer:
+    """Serve GET /metrics (Prometheus) and GET /healthz on a daemon thread; returns the server."""
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            ok = worker.healthy()
+            body = json.dumps({"status": "ok" if ok else "stalled", "consumer": worker.consumer,
+                               "redis": "ok" if worker.redis_ok else "unreachable",
+                               "models": sorted(worker.engines)}).encode()
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /metrics or /healthz\n"]
+
+    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
+
+
+# -- the process: what `gram worker` runs -----------------------------------------------------------------
+
+
+def run_worker(
+    settings: Settings,
+    redis_settings: RedisSettings,
+    *,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int = 9100,
+    grace_s: float = 30.0,
+) -> int:
+    """Load the checkpoints, serve them from Redis until SIGTERM/SIGINT; the process exit code."""
+    import signal
+
+    runtime = Runtime(settings)
+    runtime.load()
+    if runtime.error:
+        log.error("gram worker: loading the models failed: %s", runtime.error)
+        return 1
+    worker = Worker(runtime, redis_settings, versions=checkpoint_versions(settings))
+    server = serve_metrics(worker, metrics_host, metrics_port)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run(grace_s)
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.shutdown()
+        runtime.stop()
+    return 0

@@ -1,0 +1,195 @@
+"""Every class of bad input gets a clear 4xx naming what was wrong; overload gets 429; never a 500.
+
+In-process (ASGI transport) on tiny random models, so these run in seconds without checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from model.gram import tiny_model
+from model.tasks.registry import get_task
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import Settings
+
+TASKS = ("sudoku", "nqueens", "graph_coloring", "mnist")
+SUDOKU = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+
+
+def _slow(model: Any, delay_s: float) -> Any:
+    step = model.step
+
+    def slow_step(*args: Any) -> Any:
+        time.sleep(delay_s)
+        return step(*args)
+
+    model.step = slow_step
+    return model
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[Any]:
+    settings = Settings(slots=8, max_trajectories=64, max_steps_cap=16, max_body_bytes=4096, max_queue=64)
+    runtime = Runtime.from_models(settings, {t: (tiny_model(t), get_task(t)) for t in TASKS})
+    yield create_app(settings, runtime=runtime)
+    runtime.stop()
+
+
+async def _request(app: Any, method: str, path: str, **kw: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.request(method, path, **kw)
+
+
+def call(app: Any, method: str, path: str, **kw: Any) -> httpx.Response:
+    return asyncio.run(_request(app, method, path, **kw))
+
+
+def detail(response: httpx.Response) -> str:
+    return str(response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"task": "chess"}, "chess"),
+        ({"puzzle": SUDOKU}, "task"),
+        ({"task": "sudoku"}, "puzzle"),
+        ({"task": "sudoku", "puzzle": SUDOKU[:80]}, "81"),
+        ({"task": "sudoku", "puzzle": "55" + SUDOKU[2:]}, "5"),
+        ({"task": "sudoku", "puzzle": [[0] * 9] * 8}, "9"),
+        ({"task": "sudoku", "puzzle": 42}, "puzzle"),
+        ({"task": "nqueens", "n": 3}, "n"),
+        ({"task": "nqueens", "n": "8"}, "n"),
+        ({"task": "nqueens", "n": 8.0}, "n"),
+        ({"task": "nqueens", "n": True}, "n"),
+        ({"task": "nqueens", "n": 8, "queens": [[0, 8]]}, "off the 8x8 board"),
+        ({"task": "nqueens", "n": 8, "queens": [[0, 0], [1, 1]]}, "attack"),
+        ({"task": "nqueens", "n": 8, "queens": [[0]]}, "queens"),
+        ({"task": "graph_coloring", "num_nodes": 3, "edges": [[0, 0]], "num_colors": 2}, "self-loop"),
+        ({"task": "graph_coloring", "num_nodes": 3, "edges": [[0, 5]], "num_colors": 2}, "out of range"),
+        ({"task": "graph_coloring", "num_nodes": 3, "edges": [], "num_colors": 9}, "num_colors"),
+        ({"task": "graph_coloring", "num_nodes": 17, "edges": [], "num_colors": 3}, "num_nodes"),
+        ({"task": "graph_coloring", "num_nodes": 2, "edges": [[0, 1]], "num_colors": 2,
+          "fixed": {"0": 1, "1": 1}}, "conflict"),
+        ({"task": "graph_coloring", "num_nodes": 2, "edges": [], "num_colors": 2, "fixed": {"x": 1}}, "x"),
+        ({"task": "nqueens", "n": 8, "num_trajectories": 0}, "num_trajectories"),
+        ({"task": "nqueens", "n": 8, "num_trajectories": 65}, "GRAM_MAX_TRAJECTORIES"),
+        ({"task": "nqueens", "n": 8, "max_solutions": 0}, "max_solutions"),
+        ({"task": "nqueens", "n": 8, "max_steps": 0}, "max_steps"),
+        ({"task": "nqueens", "n": 8, "max_steps": 17}, "GRAM_MAX_STEPS_CAP"),
+        ({"task": "nqueens", "n": 8, "seed": -1}, "seed"),
+        ({"task": "nqueens", "n": 8, "seed": 2**64}, "seed"),
+        ({"task": "nqueens", "n": 8, "timeout_ms": 0}, "timeout_ms"),
+        ({"task": "nqueens", "n": 8, "timeout_ms": "soon"}, "timeout_ms"),
+        ({"task": "nqueens", "n": 8, "colour": "blue"}, "colour"),
+    ],
+)
+def test_invalid_solve_bodies_get_422_naming_the_problem(app: Any, body: dict[str, Any], needle: str) -> None:
+    response = call(app, "POST", "/solve", json=body)
+    assert response.status_code == 422, response.text
+    assert needle in detail(response)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", b'"sudoku"', b"null", b""],
+)
+def test_malformed_json_gets_422(app: Any, content: bytes) -> None:
+    response = call(app, "POST", "/solve", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [({"n": 0}, "n"), ({"n": 65}, "n"), ({"format": "gif"}, "format"), ({"steps": 99}, "steps"),
+     ({"seed": "x"}, "seed")],
+)
+def test_invalid_sample_bodies_get_422(app: Any, body: dict[str, Any], needle: str) -> None:
+    response = call(app, "POST", "/sample", json=body)
+    assert response.status_code == 422 and needle in detail(response)
+
+
+def test_body_over_the_limit_gets_413(app: Any) -> None:
+    big = {"task": "sudoku", "puzzle": SUDOKU, "pad": "x" * 5000}
+    response = call(app, "POST", "/solve", json=big)
+    assert response.status_code == 413 and "4096" in detail(response)
+
+
+def test_streamed_body_over_the_limit_gets_413_without_content_length(app: Any) -> None:
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield b" " * 1000
+
+    response = call(app, "POST", "/solve", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_a_valid_request_is_answered(app: Any) -> None:
+    response = call(app, "POST", "/solve", json={"task": "nqueens", "n": 5, "num_trajectories": 3, "seed": 3,
+                                                 "max_steps": 2})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["complete"] and body["num_trajectories"] == 3 and body["steps"] == 6 and body["seed"] == 3
+
+
+def test_deadline_returns_200_with_complete_false() -> None:
+    settings = Settings(slots=2, max_steps_cap=64)
+    model = _slow(tiny_model("nqueens"), 0.02)
+    runtime = Runtime.from_models(settings, {"nq": (model, get_task("nqueens"))})
+    try:
+        app = create_app(settings, runtime=runtime)
+        body = {"task": "nqueens", "n": 8, "num_trajectories": 50, "max_steps": 64, "timeout_ms": 300}
+        started = time.monotonic()
+        response = call(app, "POST", "/solve", json=body)
+        assert response.status_code == 200
+        assert response.json()["complete"] is False
+        assert time.monotonic() - started < 3
+    finally:
+        runtime.stop()
+
+
+def test_a_full_queue_gets_429_with_retry_after() -> None:
+    settings = Settings(slots=1, max_queue=2, max_steps_cap=64)
+    model = _slow(tiny_model("nqueens"), 0.02)
+    runtime = Runtime.from_models(settings, {"nq": (model, get_task("nqueens"))})
+    try:
+        app = create_app(settings, runtime=runtime)
+        body = {"task": "nqueens", "n": 8, "num_trajectories": 2, "max_steps": 10}
+
+        async def burst() -> list[httpx.Response]:
+            return await asyncio.gather(*[_request(app, "POST", "/solve", json=body) for _ in range(6)])
+
+        statuses = sorted(r.status_code for r in asyncio.run(burst()))
+        assert statuses.count(200) >= 2 and 429 in statuses and set(statuses) <= {200, 429}
+        rejected = next(r for r in asyncio.run(burst()) if r.status_code == 429)
+        assert int(rejected.headers["Retry-After"]) >= 1 and "full" in detail(rejected)
+    finally:
+        runtime.stop()
+
+
+def test_a_task_without_a_model_gets_503() -> None:
+    settings = Settings(slots=2)
+    runtime = Runtime.from_models(settings, {"nq": (tiny_model("nqueens"), get_task("nqueens"))})
+    try:
+        app = create_app(settings, runtime=runtime)
+        response = call(app, "POST", "/solve", json={"task": "sudoku", "puzzle": SUDOKU})
+        assert response.status_code == 503 and "sudoku" in detail(response)
+    finally:
+        runtime.stop()
+
+
+def test_openapi_has_an_example_per_task(app: Any) -> None:
+    spec = call(app, "GET", "/openapi.json").json()
+    examples = spec["paths"]["/solve"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert {e["value"]["task"] for e in examples.values()} == {"sudoku", "nqueens", "graph_coloring"}
+    for example in examples.values():
+        assert call(app, "POST", "/solve", json={**example["value"], "num_trajectories": 2,
+                                                 "max_steps": 1}).status_code == 200

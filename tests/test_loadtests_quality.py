@@ -1,0 +1,113 @@
+"""The quality-per-compute study's bookkeeping: traces from the model interface and the serving policies
+(verified early exit on/off, halting) computed from them."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from loadtests.quality_policy import evaluate, run_policy, steps_saved_at_equal_coverage
+from loadtests.quality_trace import NOT_VALID, Trace, trace_puzzle
+from model.gram import NoiseKeys, StepOutput
+from model.tasks.registry import get_task
+
+V = NOT_VALID
+
+
+def _trace(ids: list[list[int]], halted: list[list[bool]] | None = None, total: int = 4) -> Trace:
+    sid = torch.tensor(ids, dtype=torch.int64)
+    halt = torch.tensor(halted, dtype=torch.bool) if halted else torch.zeros_like(sid, dtype=torch.bool)
+    return Trace(sid, halt, total, 0.0)
+
+
+def test_final_policy_sees_only_the_last_step() -> None:
+    tr = _trace([[0, V, V], [V, V, 1], [2, 2, 2]])
+    found, spent = run_policy(tr, 3, 3, "final")
+    assert found.tolist() == [V, 1, 2] and spent == 9
+    found, spent = run_policy(tr, 2, 1, "final")
+    assert found.tolist() == [0, V] and spent == 2
+
+
+def test_verified_exit_keeps_the_first_valid_candidate_and_pays_only_until_then() -> None:
+    tr = _trace([[0, V, V], [V, V, 1], [V, V, V]])
+    found, spent = run_policy(tr, 3, 3, "verified")
+    assert found.tolist() == [0, 1, V]
+    assert spent == 1 + 3 + 3
+    found, spent = run_policy(tr, 3, 2, "verified")  # max_steps 2: the second never gets there
+    assert found.tolist() == [0, V, V] and spent == 1 + 2 + 2
+
+
+def test_halting_retires_before_a_later_valid_step_but_not_on_the_same_step() -> None:
+    tr = _trace(
+        [[V, 0, V], [V, V, 1], [V, V, V]],
+        halted=[[False, True, False], [True, False, False], [False, False, False]],
+    )
+    found, spent = run_policy(tr, 3, 3, "verified+halt")
+    assert found.tolist() == [0, V, V]  # row 0 valid and halting at step 2: kept; row 1 halted at step 1
+    assert spent == 2 + 1 + 3
+
+
+def test_evaluate_averages_accuracy_solved_and_coverage_over_puzzles() -> None:
+    a = _trace([[0, 0], [1, 1], [0, 0], [V, V]], total=4)  # 2 distinct of 4, 3 of 4 trajectories valid
+    b = _trace([[V, V], [V, V], [V, V], [V, V]], total=1)
+    o = evaluate([a, b], 4, 2, "final")
+    assert o.accuracy == pytest.approx((3 / 4 + 0) / 2)
+    assert o.solved == pytest.approx(0.5)
+    assert o.coverage == pytest.approx((2 / 4 + 0) / 2)
+    assert o.steps == pytest.approx(8)
+    with pytest.raises(ValueError):
+        evaluate([a], 5, 2, "final")
+
+
+def test_steps_saved_compares_against_the_cheapest_off_setting_with_equal_coverage() -> None:
+    # Valid from step 1 on and staying valid: early exit pays 1 step each, OFF needs max_steps 1 too.
+    easy = _trace([[0, 0, 0, 0], [1, 1, 1, 1]], total=2)
+    r = steps_saved_at_equal_coverage([easy], 2, 4)
+    assert r["off_reaches"] == 1 and r["max_steps_off"] == 1 and r["saved"] == pytest.approx(0.0)
+    # Valid only transiently (found at step 2, gone later): OFF never reaches the ON coverage.
+    flicker = _trace([[V, 0, V, V], [V, V, 1, V]], total=2)
+    r = steps_saved_at_equal_coverage([flicker], 2, 4)
+    assert r["coverage_on"] == 1.0 and r["off_reaches"] == 0
+    assert r["steps_on"] == 2 + 3 and r["steps_off"] == 8 and r["saved"] == pytest.approx(1 - 5 / 8)
+
+
+class _OracleModel:
+    """Quacks like GRAM for trace_puzzle: even trajectories decode a known solution from step 2 on, odd
+    ones decode the unsolved input (invalid); halts from step 3 on."""
+
+    def __init__(self, x: torch.Tensor, solution: torch.Tensor) -> None:
+        self.x, self.solution = x, solution
+        self.config = SimpleNamespace(stochastic=True)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+    def init_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(batch, 1), torch.zeros(batch, 1)
+
+    def step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> StepOutput:
+        b = h.shape[0]
+        good = (noise.traj % 2 == 0) & (noise.step >= 1)
+        tokens = torch.where(good[:, None, None], self.solution.expand(b, -1, -1), self.x.expand(b, -1, -1))
+        return StepOutput(
+            h=h,
+            l=l,
+            tokens=tokens,
+            token_logprob=torch.zeros(tokens.shape),
+            q_halt=torch.where(noise.step >= 2, 1.0, -1.0).float(),
+            value=torch.zeros(b),
+        )
+
+
+def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and_step() -> None:
+    task = get_task("nqueens")
+    inst, y = task.generate(random.Random(0), n=6, given=1)
+    model = _OracleModel(inst.x.unsqueeze(0), y.unsqueeze(0))
+    tr = trace_puzzle(model, task, inst, width=5, steps=4, seed=1, chunk=2)  # chunks 2+2+1
+    assert tr.total_solutions == len(task.solve(inst, cap=100)) >= 1
+    expected = [[V, 0, 0, 0] if t % 2 == 0 else [V, V, V, V] for t in range(5)]
+    assert tr.solution_id.tolist() == expected
+    assert tr.halted.tolist() == [[False, False, True, True]] * 5

@@ -1,0 +1,320 @@
+"""The load-test harness without a server: arrival statistics, percentile maths, summaries, open-loop
+sending, /metrics parsing, mode ratios and the workload generators."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+
+import httpx
+import numpy as np
+import pytest
+
+from loadtests import compare, promscrape
+from loadtests.arrivals import arrival_times
+from loadtests.loadgen import run_schedule
+from loadtests.stats import NO_RESPONSE, LoadPointSummary, RequestRecord, percentiles, summarise
+from loadtests.workloads import (
+    SUDOKU_GIVENS,
+    Request,
+    make_requests,
+    nqueens_solutions,
+    sudoku_grid,
+)
+
+# ---- arrivals -----------------------------------------------------------------------------------------
+
+
+def test_poisson_arrivals_have_the_offered_rate_and_exponential_gaps() -> None:
+    rate, duration = 40.0, 250.0
+    times = arrival_times(rate, duration, np.random.default_rng(1))
+    n = len(times)
+    expected = rate * duration  # Poisson count: sd = sqrt(10000) = 100
+    assert abs(n - expected) < 4 * math.sqrt(expected)
+    gaps = np.diff(times)
+    assert abs(gaps.mean() - 1 / rate) < 0.03 / rate
+    assert abs(gaps.std() / gaps.mean() - 1.0) < 0.05  # exponential: CV = 1
+    # Counts in 1 s windows of a Poisson process have variance = mean (index of dispersion 1).
+    counts = np.bincount(times.astype(int), minlength=int(duration))
+    assert abs(counts.var() / counts.mean() - 1.0) < 0.15
+    assert np.all(np.diff(times) > 0) and times[0] >= 0 and times[-1] < duration
+
+
+def test_bursty_arrivals_keep_the_mean_rate_but_cluster() -> None:
+    rate, duration = 40.0, 250.0
+    times = arrival_times(rate, duration, np.random.default_rng(2), cv=3.0)
+    gaps = np.diff(times)
+    assert abs(len(times) / duration - rate) / rate < 0.1
+    assert gaps.std() / gaps.mean() > 2.5
+    counts = np.bincount(times.astype(int), minlength=int(duration))
+    assert counts.var() / counts.mean() > 3.0  # overdispersed: bursts and lulls
+
+
+def test_arrivals_are_reproducible_and_reject_bad_parameters() -> None:
+    a = arrival_times(5.0, 10.0, np.random.default_rng(7))
+    b = arrival_times(5.0, 10.0, np.random.default_rng(7))
+    assert np.array_equal(a, b)
+    for kwargs in ({"rate": 0.0}, {"duration_s": -1.0}, {"cv": 0.0}):
+        args = {"rate": 1.0, "duration_s": 1.0, "rng": np.random.default_rng(0), **kwargs}
+        with pytest.raises(ValueError):
+            arrival_times(**args)
+
+
+# ---- stats --------------------------------------------------------------------------------------------
+
+
+def test_percentiles_interpolate_linearly() -> None:
+    values = list(range(1, 101))  # 1..100
+    p50, p95, p99 = percentiles(values)
+    assert p50 == pytest.approx(50.5)
+    assert p95 == pytest.approx(95.05)
+    assert p99 == pytest.approx(99.01)
+    assert percentiles([3.0], (50, 99)) == [3.0, 3.0]
+    assert all(math.isnan(v) for v in percentiles([]))
+
+
+def _rec(
+    latency: float | None, status: int, sent: float = 0.0, complete: bool | None = True
+) -> RequestRecord:
+    return RequestRecord(
+        kind="k",
+        scheduled_s=sent,
+        sent_s=sent,
+        done_s=None if latency is None else sent + latency,
+        status=status,
+        complete=complete if 200 <= status < 300 else None,
+        num_solutions=2 if 200 <= status < 300 else None,
+    )
+
+
+def test_summary_counts_rates_goodput_and_excludes_rejections_from_latency() -> None:
+    records = [
+        _rec(1.0, 200, sent=0.0),
+        _rec(2.0, 200, sent=1.0),
+        _rec(3.0, 200, sent=2.0, complete=False),
+        _rec(10.0, 200, sent=3.0),  # finishes at 13 s: the makespan
+        _rec(0.01, 429, sent=4.0),
+        _rec(None, NO_RESPONSE, sent=5.0),
+        _rec(0.02, 422, sent=6.0),
+        _rec(0.02, 503, sent=7.0),
+    ]
+    s = summarise(records, mode="m", workload="w", offered_rps=1.0, duration_s=8.0, slo_s=5.0)
+    assert (s.sent, s.ok) == (8, 4)
+    assert s.makespan_s == pytest.approx(13.0)
+    assert s.throughput_rps == pytest.approx(4 / 13)
+    assert s.goodput_rps == pytest.approx(3 / 13)  # the 10 s answer misses the 5 s target
+    assert s.rate_429 == pytest.approx(1 / 8)
+    assert s.rate_error == pytest.approx(3 / 8)  # no answer, 422, 503
+    assert s.rate_incomplete == pytest.approx(1 / 4)
+    assert s.p50_s == pytest.approx(2.5)  # over 1, 2, 3, 10 only: the fast 429 is not a latency
+    assert s.solutions_per_ok == pytest.approx(2.0)
+
+
+def test_light_load_makespan_is_at_least_the_offered_window() -> None:
+    s = summarise(
+        [_rec(0.1, 200, sent=0.5)], mode="m", workload="w", offered_rps=0.1, duration_s=10.0, slo_s=1.0
+    )
+    assert s.throughput_rps == pytest.approx(0.1)
+
+
+# ---- open-loop sending --------------------------------------------------------------------------------
+
+
+def test_sends_on_schedule_while_earlier_requests_are_still_waiting() -> None:
+    """A server that takes 0.6 s per answer must not delay later sends (open loop, no client-side queue)."""
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.6)
+        body = {"solutions": [{}], "complete": True, "steps": 7, "elapsed_ms": 600.0}
+        return httpx.Response(200, json=body)
+
+    times = [0.05 * i for i in range(20)]  # 20 requests in 1 s, all in flight together
+    reqs = [Request("/solve", {"task": "nqueens"}, "k")] * len(times)
+
+    async def go() -> list[RequestRecord]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as client:
+            return await run_schedule(client, "http://test", reqs, times, timeout_s=5.0)
+
+    records = asyncio.run(go())
+    lags = [r.sent_s - r.scheduled_s for r in records]
+    assert max(lags) < 0.1
+    assert all(r.ok and r.latency_s is not None and 0.55 < r.latency_s < 1.0 for r in records)
+    assert all(r.server_steps == 7 and r.num_solutions == 1 and r.complete for r in records)
+
+
+def test_failures_are_recorded_not_raised() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/boom":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(429, headers={"Retry-After": "1"}, text="queue full")
+
+    reqs = [Request("/solve", {}, "a"), Request("/boom", {}, "b")]
+
+    async def go() -> list[RequestRecord]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await run_schedule(client, "http://test", reqs, [0.0, 0.0], timeout_s=1.0)
+
+    shed, refused = asyncio.run(go())
+    assert shed.status == 429 and "queue full" in shed.error
+    assert refused.status == NO_RESPONSE and "ConnectError" in refused.error and refused.done_s is not None
+
+
+# ---- /metrics -----------------------------------------------------------------------------------------
+
+METRICS_BEFORE = """\
+# HELP gram_batch_occupancy Fraction of slots in use per step.
+# TYPE gram_batch_occupancy histogram
+gram_batch_occupancy_bucket{model="nqueens",le="0.5"} 1.0
+gram_batch_occupancy_bucket{model="nqueens",le="+Inf"} 2.0
+gram_batch_occupancy_sum{model="nqueens"} 1.0
+gram_batch_occupancy_count{model="nqueens"} 2.0
+gram_batch_occupancy_sum{model="sudoku"} 0.5
+gram_batch_occupancy_count{model="sudoku"} 1.0
+# TYPE gram_trajectories_total counter
+gram_trajectories_total{model="nqueens",outcome="valid"} 3.0
+gram_trajectories_total{model="nqueens",outcome="halted"} 1.0
+# TYPE gram_queue_depth gauge
+gram_queue_depth{model="nqueens"} 0.0
+"""
+
+METRICS_AFTER = (
+    METRICS_BEFORE.replace(
+        'gram_batch_occupancy_sum{model="nqueens"} 1.0', 'gram_batch_occupancy_sum{model="nqueens"} 4.0'
+    )
+    .replace(
+        'gram_batch_occupancy_count{model="nqueens"} 2.0', 'gram_batch_occupancy_count{model="nqueens"} 6.0'
+    )
+    .replace('gram_queue_depth{model="nqueens"} 0.0', 'gram_queue_depth{model="nqueens"} 3.0')
+)
+
+
+def test_histogram_mean_is_taken_between_two_scrapes_over_all_models() -> None:
+    before = promscrape.parse_metrics(METRICS_BEFORE)
+    after = promscrape.parse_metrics(METRICS_AFTER)
+    assert before["gram_batch_occupancy_sum"] == pytest.approx(1.5)  # summed over models
+    assert promscrape.histogram_mean(before, after, "gram_batch_occupancy") == pytest.approx(3.0 / 4.0)
+    assert math.isnan(promscrape.histogram_mean(before, before, "gram_batch_occupancy"))
+    assert before["gram_trajectories_total{outcome=valid}"] == 3.0
+    assert promscrape.in_flight(before) == 0.0 and promscrape.in_flight(after) == 3.0
+    only_sudoku = promscrape.parse_metrics(METRICS_BEFORE, {"model": "sudoku"})
+    assert only_sudoku["gram_batch_occupancy_sum"] == pytest.approx(0.5)
+
+
+# ---- mode comparison ----------------------------------------------------------------------------------
+
+
+def _point(mode: str, offered: float, thru: float, p99: float, shed: float = 0.0) -> LoadPointSummary:
+    return LoadPointSummary(
+        mode=mode,
+        workload="w",
+        offered_rps=offered,
+        arrived_rps=offered,
+        duration_s=10,
+        sent=100,
+        ok=100,
+        throughput_rps=thru,
+        goodput_rps=thru,
+        slo_s=5,
+        p50_s=p99 / 2,
+        p95_s=p99,
+        p99_s=p99,
+        mean_s=p99 / 2,
+        rate_429=shed,
+        rate_error=0.0,
+        rate_incomplete=0.0,
+        solutions_per_ok=1.0,
+        max_send_lag_s=0.0,
+        makespan_s=10.0,
+    )
+
+
+def test_ratio_at_equal_p99_uses_the_best_point_within_target_and_ignores_shedding_points() -> None:
+    sweep = [
+        _point("continuous", 1, 1.0, 0.5),
+        _point("continuous", 4, 3.9, 2.0),
+        _point("continuous", 8, 7.5, 4.0),
+        _point("continuous", 16, 9.0, 30.0),  # past saturation: over the target
+        _point("request", 1, 1.0, 1.0),
+        _point("request", 2, 1.5, 6.0),
+        _point("request", 4, 2.5, 1.0, shed=0.5),  # fast only because half was rejected
+        _point("serial", 1, 0.5, 9.0),
+    ]
+    assert compare.sustained_throughput([p for p in sweep if p.mode == "continuous"], 5.0) == 7.5
+    assert compare.mode_ratio(sweep, "continuous", "request", 5.0) == pytest.approx(7.5)
+    assert compare.mode_ratio(sweep, "continuous", "serial", 5.0) == math.inf
+    assert math.isnan(compare.mode_ratio(sweep, "serial", "serial", 5.0))
+    assert compare.saturated(sweep[3], p99_cap_s=20.0)  # p99 over the cap
+    assert compare.saturated(_point("x", 10, 5.0, 1.0), p99_cap_s=20.0)  # half the offered load
+    assert not compare.saturated(sweep[1], p99_cap_s=20.0)
+
+
+# ---- workloads ----------------------------------------------------------------------------------------
+
+
+def _attacks(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] == b[0] or a[1] == b[1] or abs(a[0] - b[0]) == abs(a[1] - b[1])
+
+
+def test_nqueens_solutions_are_all_92_and_preplaced_queens_never_attack() -> None:
+    sols = nqueens_solutions(8)
+    assert len(sols) == 92 and len(set(sols)) == 92
+    for req in make_requests("nqueens8", 16, 200, seed=3):
+        queens = [tuple(q) for q in req.body["queens"]]
+        assert 1 <= len(queens) <= 3 and req.body["n"] == 8 and req.body["num_trajectories"] == 16
+        assert not any(_attacks(a, b) for a, b in itertools.combinations(queens, 2))
+    ks = {len(r.body["queens"]) for r in make_requests("nqueens8", 16, 200, seed=3)}
+    assert ks == {1, 2, 3}  # mixed numbers of pre-placed queens
+
+
+def test_sudoku_grids_are_valid_and_difficulties_mixed() -> None:
+    rng = random.Random(0)
+    for _ in range(50):
+        g = sudoku_grid(rng)
+        units = [g[r] for r in range(9)] + [[g[r][c] for r in range(9)] for c in range(9)]
+        units += [
+            [g[r][c] for r in range(br, br + 3) for c in range(bc, bc + 3)]
+            for br in (0, 3, 6)
+            for bc in (0, 3, 6)
+        ]
+        assert all(sorted(u) == list(range(1, 10)) for u in units)
+    reqs = make_requests("sudoku", 4, 60, seed=1)
+    givens = {81 - r.body["puzzle"].count(".") for r in reqs}
+    assert givens == set(SUDOKU_GIVENS.values())
+
+
+def _colourable(n: int, edges: list[list[int]], k: int, fixed: dict[str, int]) -> bool:
+    colours = [-1] * n
+    earlier = {v: {a for a, b in edges if b == v} for v in range(n)}  # edges come as [u, v] with u < v
+
+    def go(v: int) -> bool:
+        if v == n:
+            return True
+        options = [fixed[str(v)]] if str(v) in fixed else range(k)
+        for c in options:
+            if all(colours[u] != c for u in earlier[v]):
+                colours[v] = c
+                if go(v + 1):
+                    return True
+        colours[v] = -1
+        return False
+
+    return go(0)
+
+
+def test_colouring_instances_are_solvable_with_their_fixed_nodes() -> None:
+    for req in make_requests("coloring", 8, 40, seed=5):
+        b = req.body
+        assert 6 <= b["num_nodes"] <= 12 and b["num_colors"] in (3, 4) and b["edges"]
+        assert _colourable(b["num_nodes"], b["edges"], b["num_colors"], b.get("fixed", {}))
+
+
+def test_mixes_are_deterministic_and_cover_their_families() -> None:
+    a = make_requests("mix-sample", "mixed", 120, seed=9)
+    assert a == make_requests("mix-sample", "mixed", 120, seed=9)
+    assert {r.body.get("task", r.path) for r in a} == {"nqueens", "sudoku", "graph_coloring", "/sample"}
+    widths = {r.body["num_trajectories"] for r in a if r.path == "/solve"}
+    assert widths == {1, 4, 16, 64}
+    with pytest.raises(ValueError):
+        make_requests("nope", 1, 1, seed=0)

@@ -1,0 +1,289 @@
+"""The pure scheduler, driven with scripted trajectory outcomes (no model, no tensors)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from service.jobs import Job, JobKind, Outcome
+from service.scheduler import FinishedJob, RowOutcome, Scheduler, StepPlan
+from service.settings import BatchingMode
+
+# outcome(job_id, traj, steps_done_before_this_step) -> RowOutcome
+OutcomeFn = Callable[[str, int, int], RowOutcome]
+
+
+def job(jid: str, width: int = 4, max_solutions: int = 10, max_steps: int = 8, **kw: object) -> Job:
+    return Job(id=jid, model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=max_solutions,
+               max_steps=max_steps, **kw)  # type: ignore[arg-type]
+
+
+def valid(key: str, score: float = 0.0) -> RowOutcome:
+    return RowOutcome(valid=True, key=key.encode(), score=score, payload=key)
+
+
+NOTHING = RowOutcome()
+HALT = RowOutcome(halted=True)
+
+
+def step(s: Scheduler, fn: OutcomeFn, now: float = 0.0) -> tuple[StepPlan, list[FinishedJob]]:
+    plan = s.schedule(now)
+    outs = [fn(r.job_id, r.traj, r.step) for r in plan.rows]
+    # an unverified row cannot be known valid
+    outs = [o if r.verify else RowOutcome(halted=o.halted) for r, o in zip(plan.rows, outs, strict=True)]
+    s.update(plan, outs, now)
+    return plan, s.pop_finished()
+
+
+def run_all(s: Scheduler, fn: OutcomeFn, max_iters: int = 10_000) -> dict[str, FinishedJob]:
+    done: dict[str, FinishedJob] = {}
+    for i in range(max_iters):
+        if not s.has_work():
+            return done
+        _, fin = step(s, fn, now=float(i))
+        done.update({f.job.id: f for f in fin})
+    raise AssertionError("scheduler did not drain")
+
+
+def test_admission_is_fcfs_by_job_then_trajectory_index() -> None:
+    s = Scheduler(slots=5)
+    s.add(job("a", width=3), 0.0)
+    s.add(job("b", width=3), 0.0)
+    plan = s.schedule(0.0)
+    assert [(r.slot, r.job_id, r.traj, r.new) for r in plan.rows] == [
+        (0, "a", 0, True), (1, "a", 1, True), (2, "a", 2, True), (3, "b", 0, True), (4, "b", 1, True)
+    ]
+    assert all(r.step == 0 and r.verify and not r.final for r in plan.rows)
+
+
+def test_freed_slot_is_refilled_by_the_very_next_plan() -> None:
+    s = Scheduler(slots=2)
+    s.add(job("a", width=2, max_solutions=2), 0.0)
+    s.add(job("b", width=2), 0.0)
+    plan = s.schedule(0.0)
+    s.update(plan, [valid("x"), NOTHING], 0.0)  # a/0 retires valid: slot 0 frees
+    plan = s.schedule(1.0)
+    assert [(r.slot, r.job_id, r.traj, r.new, r.step) for r in plan.rows] == [
+        (0, "b", 0, True, 0), (1, "a", 1, False, 1)
+    ]
+
+
+def test_retirement_rules_continuous() -> None:
+    s = Scheduler(slots=3)
+    s.add(job("a", width=3, max_steps=2), 0.0)
+    plan = s.schedule(0.0)
+    s.update(plan, [valid("k"), HALT, NOTHING], 0.0)  # valid retires, halted retires, the third continues
+    plan = s.schedule(1.0)
+    assert [(r.traj, r.step, r.final) for r in plan.rows] == [(2, 1, True)]
+    s.update(plan, [NOTHING], 1.0)  # ran max_steps: exhausted
+    (done,) = s.pop_finished()
+    counts = s.pop_retired_counts()
+    assert counts == {"valid": 1, "halted": 1, "exhausted": 1}
+    assert done.outcome == Outcome.complete and done.num_trajectories == 3 and done.steps == 1 + 1 + 2
+    assert [(r.key, r.count, r.first_step) for r in done.solutions] == [(b"k", 1, 1)]
+
+
+def test_halting_can_be_disabled() -> None:
+    s = Scheduler(slots=1, use_halting=False)
+    s.add(job("a", width=1, max_steps=3), 0.0)
+    plan = s.schedule(0.0)
+    s.update(plan, [HALT], 0.0)
+    assert len(s.schedule(1.0).rows) == 1
+
+
+def test_request_mode_ignores_halting_and_verifies_only_at_the_last_step() -> None:
+    s = Scheduler(slots=2, mode=BatchingMode.request)
+    s.add(job("a", width=2, max_steps=3), 0.0)  # 2 waiting trajectories fill both slots: starts at once
+    verified: list[tuple[int, int]] = []
+    for i in range(3):
+        plan = s.schedule(float(i))
+        verified += [(r.traj, r.step) for r in plan.rows if r.verify]
+        s.update(plan, [HALT if not r.final else valid(f"s{r.traj}") for r in plan.rows], float(i))
+    assert verified == [(0, 2), (1, 2)]
+    (done,) = s.pop_finished()
+    assert done.outcome == Outcome.complete and done.steps == 6 and len(done.solutions) == 2
+
+
+def test_request_mode_waits_for_a_full_batch_or_the_wait_from_first_arrival() -> None:
+    s = Scheduler(slots=4, mode=BatchingMode.request, batch_wait_s=0.5)
+    s.add(job("a", width=1), 10.0)
+    plan = s.schedule(10.2)
+    assert plan.rows == [] and plan.wake_at == pytest.approx(10.5)
+    s.add(job("b", width=1), 10.3)
+    assert s.schedule(10.4).rows == []
+    plan = s.schedule(10.5)
+    assert [r.job_id for r in plan.rows] == ["a", "b"]
+    # while a batch runs nothing joins, even into free slots
+    s.add(job("c", width=4), 10.6)
+    s.update(plan, [NOTHING, NOTHING], 10.6)
+    assert [r.job_id for r in s.schedule(11.0).rows] == ["a", "b"]
+
+
+def test_request_mode_starts_without_waiting_when_the_batch_is_full() -> None:
+    s = Scheduler(slots=4, mode=BatchingMode.request, batch_wait_s=100.0)
+    s.add(job("a", width=3), 0.0)
+    assert s.schedule(0.0).rows == []
+    s.add(job("b", width=3), 0.0)
+    assert [(r.job_id, r.traj) for r in s.schedule(0.0).rows] == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
+
+
+def test_serial_mode_runs_one_job_at_a_time_in_chunks_of_slots() -> None:
+    s = Scheduler(slots=3, mode=BatchingMode.serial)
+    s.add(job("a", width=4, max_steps=1), 0.0)
+    s.add(job("b", width=1, max_steps=1), 0.0)
+    batches = []
+    while s.has_work():
+        plan = s.schedule(0.0)
+        batches.append([(r.job_id, r.traj) for r in plan.rows])
+        s.update(plan, [NOTHING] * len(plan.rows), 0.0)
+    assert batches == [[("a", 0), ("a", 1), ("a", 2)], [("a", 3)], [("b", 0)]]
+
+
+def test_completion_by_max_solutions_uses_the_retired_prefix() -> None:
+    # traj 1 finds "y" at once, traj 0 finds "x" at step 3: with max_solutions=1 the answer is traj 0's
+    # "x" (the prefix rule), not the earlier "y", so the answer does not depend on timing.
+    script = {(0, 2): valid("x"), (1, 0): valid("y"), (2, 0): valid("z")}
+    s = Scheduler(slots=8)
+    s.add(job("a", width=3, max_solutions=1), 0.0)
+    done = run_all(s, lambda j, t, n: script.get((t, n), NOTHING))["a"]
+    assert [r.key for r in done.solutions] == [b"x"]
+    assert done.num_trajectories == 1 and done.steps == 3 and done.outcome == Outcome.complete
+    assert s.pop_retired_counts()["aborted"] == 0  # 1 and 2 had retired already
+
+
+def test_completion_aborts_trajectories_beyond_the_answer() -> None:
+    s = Scheduler(slots=4)
+    s.add(job("a", width=4, max_solutions=1), 0.0)
+    done = run_all(s, lambda j, t, n: valid("x") if t == 0 else NOTHING)["a"]
+    assert done.num_trajectories == 1 and done.trajectories_run == 4
+    assert s.pop_retired_counts() == {"valid": 1, "aborted": 3}
+    assert s.stats().active_slots == 0
+
+
+def test_completion_when_the_budget_is_spent() -> None:
+    s = Scheduler(slots=2)
+    s.add(job("a", width=5, max_solutions=10, max_steps=2), 0.0)
+    done = run_all(s, lambda j, t, n: valid(f"k{t % 2}", score=-t) if n == 1 else NOTHING)["a"]
+    assert done.outcome == Outcome.complete and done.num_trajectories == 5 and done.steps == 10
+    # k0 from trajs 0,2,4 (best score 0), k1 from 1,3: ordered by count then score
+    assert [(r.key, r.count, r.score, r.first_step) for r in done.solutions] == [
+        (b"k0", 3, 0, 2), (b"k1", 2, -1, 2)
+    ]
+
+
+def test_deadline_gives_a_partial_answer_with_what_was_found() -> None:
+    s = Scheduler(slots=2)
+    s.add(job("a", width=2, max_solutions=2, deadline=5.0), 0.0)
+    s.add(job("b", width=1), 0.0)
+    plan = s.schedule(1.0)
+    s.update(plan, [NOTHING, valid("late")], 1.0)  # a/1 found one; a/0 still running
+    assert s.pop_finished() == []
+    plan = s.schedule(5.0)
+    (done,) = s.pop_finished()
+    assert done.job.id == "a" and done.outcome == Outcome.partial
+    assert [r.key for r in done.solutions] == [b"late"]
+    assert [r.job_id for r in plan.rows] == ["b"]  # a's slots went to b in the same plan
+
+
+def test_abort_frees_the_slots_and_finishes_the_job() -> None:
+    s = Scheduler(slots=2)
+    s.add(job("a", width=2), 0.0)
+    s.add(job("b", width=2), 0.0)
+    plan = s.schedule(0.0)
+    assert s.abort("a", 0.5)
+    s.update(plan, [valid("x"), valid("y")], 0.5)  # outcomes of aborted rows are dropped
+    (done,) = s.pop_finished()
+    assert done.outcome == Outcome.aborted and done.solutions == []
+    assert [r.job_id for r in s.schedule(1.0).rows] == ["b", "b"]
+    assert not s.abort("a", 1.0)
+
+
+def test_sample_jobs_return_every_trajectory_and_are_not_verified() -> None:
+    s = Scheduler(slots=4)
+    s.add(job("a", width=3, max_steps=2, kind=JobKind.sample), 0.0)
+    plan = s.schedule(0.0)
+    assert not any(r.verify for r in plan.rows)
+    s.update(plan, [RowOutcome(payload="p0"), RowOutcome(halted=True, payload="p1"), RowOutcome()], 0.0)
+    plan = s.schedule(1.0)
+    s.update(plan, [RowOutcome(payload="q0"), RowOutcome(payload="q2")], 1.0)
+    (done,) = s.pop_finished()
+    assert [(r.payload, r.first_step) for r in done.solutions] == [("q0", 2), ("p1", 1), ("q2", 2)]
+
+
+def _random_world(seed: int) -> OutcomeFn:
+    def fn(job_id: str, traj: int, n: int) -> RowOutcome:
+        r = random.Random(f"{seed}/{job_id}/{traj}/{n}")
+        roll = r.random()
+        if roll < 0.25:
+            return valid(f"sol{r.randint(0, 4)}", score=-r.random())
+        if roll < 0.3:
+            return HALT
+        return NOTHING
+
+    return fn
+
+
+def test_answers_do_not_depend_on_the_other_jobs_in_the_batch() -> None:
+    world = _random_world(1)
+    alone = Scheduler(slots=16)
+    alone.add(job("target", width=12, max_solutions=3), 0.0)
+    reference = run_all(alone, world)["target"]
+    for slots in (1, 3, 7, 16):
+        busy = Scheduler(slots=slots)
+        for i in range(6):
+            busy.add(job(f"other{i}", width=1 + 5 * i, max_solutions=2), 0.0)
+        busy.add(job("target", width=12, max_solutions=3), 0.0)
+        got = run_all(busy, world)["target"]
+        assert [(r.key, r.count, r.score, r.first_step) for r in got.solutions] == [
+            (r.key, r.count, r.score, r.first_step) for r in reference.solutions
+        ]
+        assert (got.num_trajectories, got.steps) == (reference.num_trajectories, reference.steps)
+
+
+def test_no_starvation_under_mixed_widths() -> None:
+    world = _random_world(2)
+    s = Scheduler(slots=8)
+    rng = random.Random(3)
+    arrivals = {i: rng.choice([1, 2, 64, 3, 200]) for i in range(40)}
+    done: dict[str, FinishedJob] = {}
+    finished_at: dict[str, int] = {}
+    for it in range(20_000):
+        if it in arrivals:
+            s.add(job(f"j{it}", width=arrivals[it], max_solutions=1000, max_steps=4), float(it))
+        if not s.has_work() and it > max(arrivals):
+            break
+        plan, fin = step(s, world, float(it))
+        assert plan.rows or not s.has_work()  # never idle while work waits
+        for f in fin:
+            done[f.job.id] = f
+            finished_at[f.job.id] = it
+    assert len(done) == len(arrivals)
+    assert all(f.outcome == Outcome.complete for f in done.values())
+    # FCFS: a job never finishes admission after a later job started (bounded wait for every width)
+    total_work = sum(w * 4 for w in arrivals.values())
+    assert max(finished_at[f"j{i}"] - i for i in arrivals) <= total_work // 8 + 8
+
+
+def test_stats_count_waiting_and_running_jobs() -> None:
+    s = Scheduler(slots=2)
+    s.add(job("a", width=2), 0.0)
+    s.add(job("b", width=2), 0.0)
+    s.schedule(0.0)
+    st = s.stats()
+    assert (st.slots, st.active_slots, st.waiting_jobs, st.running_jobs, st.waiting_trajectories) == (
+        2, 2, 1, 1, 2
+    )
+
+
+def test_bad_jobs_are_refused() -> None:
+    s = Scheduler(slots=2)
+    with pytest.raises(ValueError, match="max_steps"):
+        s.add(Job(id="x", model="m", task="t", x=[[1]]), 0.0)
+    s.add(job("a"), 0.0)
+    with pytest.raises(ValueError, match="already"):
+        s.add(job("a"), 0.0)
+    plan = s.schedule(0.0)
+    with pytest.raises(ValueError, match="outcomes"):
+        s.update(plan, [], 0.0)
