@@ -74,20 +74,31 @@ def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str) -> Outcome:
 
 
 def steps_saved_at_equal_coverage(traces: Sequence[Trace], k: int, s_max: int) -> dict[str, float]:
-    """Early exit ON at max_steps s_max against the cheapest early-exit-OFF setting (max_steps s' <= s_max,
-    same k) whose coverage is at least as high. ``saved`` = 1 - steps(on) / steps(off); when no OFF setting
-    reaches the ON coverage, the comparison is against s' = s_max and ``off_reaches`` is 0."""
-    on = evaluate(traces, k, s_max, "verified")
-    off_candidates = [(s, evaluate(traces, k, s, "final")) for s in range(1, s_max + 1)]
-    reaching = [(s, o) for s, o in off_candidates if o.coverage >= on.coverage - 1e-9]
-    s_off, off = reaching[0] if reaching else off_candidates[-1]
+    """Supervision steps that verified early exit saves, at width k, over max_steps 1..s_max.
+
+    Equal coverage: the target is the highest coverage both policies reach for some max_steps <= s_max;
+    each policy pays for its cheapest max_steps reaching it; ``saved`` = 1 - steps(on) / steps(off), NaN
+    when neither finds anything. Same settings: both at max_steps = s_max (what turning early exit on
+    changes for a user who keeps max_steps), with each policy's coverage."""
+    on = [evaluate(traces, k, s, "verified") for s in range(1, s_max + 1)]
+    off = [evaluate(traces, k, s, "final") for s in range(1, s_max + 1)]
+    target = min(max(o.coverage for o in on), max(o.coverage for o in off))
+
+    def cheapest(outcomes: list[Outcome]) -> tuple[int, Outcome]:
+        reaching = [(s + 1, o) for s, o in enumerate(outcomes) if o.coverage >= target - 1e-12]
+        return min(reaching, key=lambda item: item[1].steps)
+
+    s_on, best_on = cheapest(on)
+    s_off, best_off = cheapest(off)
     return {
         "k": float(k),
-        "coverage_on": on.coverage,
-        "steps_on": on.steps,
-        "coverage_off": off.coverage,
-        "steps_off": off.steps,
+        "coverage_target": target,
+        "max_steps_on": float(s_on),
+        "steps_on": best_on.steps,
         "max_steps_off": float(s_off),
-        "off_reaches": float(bool(reaching)),
-        "saved": 1.0 - on.steps / off.steps if off.steps else float("nan"),
+        "steps_off": best_off.steps,
+        "saved": 1.0 - best_on.steps / best_off.steps if target > 0 else float("nan"),
+        "same_settings_coverage_on": on[-1].coverage,
+        "same_settings_coverage_off": off[-1].coverage,
+        "same_settings_saved": 1.0 - on[-1].steps / off[-1].steps,
     }

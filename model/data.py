@@ -34,7 +34,8 @@ TRAIN_MIXTURES: dict[str, list[tuple[float, Knobs]]] = {
         (0.1, {"num_nodes": ("randint", 4, 12), "num_colors": 3, "fixed": ("randint", 1, 3),
                "min_colorings": 1}),
     ],
-    "sudoku": [(1.0, {})],
+    # A CPU budget cannot learn Sudoku-Extreme from scratch: a curriculum of easier tiers plus hard ones.
+    "sudoku": [(0.4, {"difficulty": "easy"}), (0.35, {"difficulty": "medium"}), (0.25, {"difficulty": "hard"})],
     "mnist": [(1.0, {})],
 }
 
@@ -44,7 +45,8 @@ EVAL_SETTINGS: dict[str, list[tuple[str, Knobs]]] = {
     # the far more numerous 3-queen inputs; the ~10 canonical 1-queen inputs of a board stay in training).
     "nqueens": [("n8", {"n": 8, "given": ("choice", 2, 3, 3)}), ("n10", {"n": 10, "given": ("choice", 2, 3, 3)})],
     "graph_coloring": [("n8k3", {"num_nodes": 8, "num_colors": 3}), ("n10k3", {"num_nodes": 10, "num_colors": 3})],
-    "sudoku": [("all", {})],
+    "sudoku": [("easy", {"difficulty": "easy"}), ("medium", {"difficulty": "medium"}),
+               ("hard", {"difficulty": "hard"})],
     "mnist": [],
 }
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from types import SimpleNamespace
 
@@ -62,16 +63,26 @@ def test_evaluate_averages_accuracy_solved_and_coverage_over_puzzles() -> None:
         evaluate([a], 5, 2, "final")
 
 
-def test_steps_saved_compares_against_the_cheapest_off_setting_with_equal_coverage() -> None:
-    # Valid from step 1 on and staying valid: early exit pays 1 step each, OFF needs max_steps 1 too.
+def test_steps_saved_compares_the_cheapest_settings_that_reach_the_same_coverage() -> None:
+    # Valid from step 1 on and staying valid: both policies need only max_steps 1; nothing saved there,
+    # but at the same max_steps 4 early exit pays 2 steps instead of 8.
     easy = _trace([[0, 0, 0, 0], [1, 1, 1, 1]], total=2)
     r = steps_saved_at_equal_coverage([easy], 2, 4)
-    assert r["off_reaches"] == 1 and r["max_steps_off"] == 1 and r["saved"] == pytest.approx(0.0)
-    # Valid only transiently (found at step 2, gone later): OFF never reaches the ON coverage.
+    assert r["coverage_target"] == 1.0 and r["max_steps_off"] == 1 and r["saved"] == pytest.approx(0.0)
+    assert r["same_settings_saved"] == pytest.approx(1 - 2 / 8)
+    # Valid only transiently: OFF's best is max_steps 2 (one of two solutions, coverage 1/2, 4 steps);
+    # ON reaches 1/2 at max_steps 2 too, for 2 + 2 steps; at max_steps 3 it has both solutions.
     flicker = _trace([[V, 0, V, V], [V, V, 1, V]], total=2)
     r = steps_saved_at_equal_coverage([flicker], 2, 4)
-    assert r["coverage_on"] == 1.0 and r["off_reaches"] == 0
-    assert r["steps_on"] == 2 + 3 and r["steps_off"] == 8 and r["saved"] == pytest.approx(1 - 5 / 8)
+    assert r["coverage_target"] == 0.5 and r["steps_off"] == 4 and r["steps_on"] == 4
+    assert r["same_settings_coverage_on"] == 1.0 and r["same_settings_coverage_off"] == 0.0
+    # Later valid steps: ON pays 2 + 3 to reach coverage 1; OFF needs max_steps 4 (8 steps).
+    late = _trace([[V, 0, 0, 0], [V, V, 1, 1]], total=2)
+    r = steps_saved_at_equal_coverage([late], 2, 4)
+    assert r["coverage_target"] == 1.0 and r["steps_on"] == 5 and r["steps_off"] == 6
+    assert r["saved"] == pytest.approx(1 - 5 / 6)
+    nothing = _trace([[V, V], [V, V]], total=2)
+    assert math.isnan(steps_saved_at_equal_coverage([nothing], 2, 2)["saved"])
 
 
 class _OracleModel:

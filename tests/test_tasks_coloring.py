@@ -176,3 +176,15 @@ G4 = {"num_nodes": 4, "num_colors": 3, "edges": []}
 def test_parse_errors_name_the_problem(body: dict, message: str) -> None:
     with pytest.raises(TaskInputError, match=message):
         TASK.parse(body)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, node=st.integers(0, 15), token=st.integers(-1, 6), fixed=st.integers(0, 2))
+def test_verdict_on_a_changed_colour_matches_the_solver(seed: int, node: int, token: int, fixed: int) -> None:
+    """Changing one node's token gives a colouring the verifier accepts iff the solver enumerates it."""
+    instance, y = TASK.generate(random.Random(seed), num_nodes=6, fixed=fixed)
+    bad = y.clone()
+    bad[node, 0] = token
+    solutions = {bytes(s.reshape(-1).tolist()) for s in TASK.solve(instance, cap=10_000)}
+    expected = token >= 0 and bytes(bad.reshape(-1).tolist()) in solutions
+    assert verify_one(bad, instance.x) == expected

@@ -187,3 +187,15 @@ def test_format_lists_queens_by_row_and_board_rows() -> None:
 def test_parse_errors_name_the_problem(body: dict, message: str) -> None:
     with pytest.raises(TaskInputError, match=message):
         TASK.parse(body)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, cell=st.integers(0, SIDE * SIDE - 1), token=st.integers(-2, 4))
+def test_any_single_token_change_is_rejected(seed: int, cell: int, token: int) -> None:
+    """One changed cell adds or removes a queen, or puts a wrong token on or off the board."""
+    instance, y = TASK.generate(random.Random(seed))
+    if int(y[cell, 0]) == token:
+        return
+    bad = y.clone()
+    bad[cell, 0] = token
+    assert TASK.verify(torch.stack([y, bad]), torch.stack([instance.x, instance.x])).tolist() == [True, False]

@@ -158,3 +158,17 @@ def test_generator_is_deterministic_and_training_path_is_fast() -> None:
 def test_parse_errors_name_the_problem(puzzle: object, message: str) -> None:
     with pytest.raises(TaskInputError, match=message):
         TASK.parse({"puzzle": puzzle})
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, cell=st.integers(0, 80), token=st.integers(-3, 14))
+def test_any_single_token_change_is_rejected(seed: int, cell: int, token: int) -> None:
+    """A solved grid with one cell changed always breaks a unit (or is no digit at all)."""
+    rng = random.Random(seed)
+    y = grid_tokens(random_full_grid(rng))
+    x = TASK.parse({"puzzle": "." * 81}).x
+    if int(y[cell, 0]) == token:
+        return
+    bad = y.clone()
+    bad[cell, 0] = token
+    assert TASK.verify(torch.stack([y, bad]), torch.stack([x, x])).tolist() == [True, False]

@@ -13,6 +13,11 @@ Token layout (shared by every family and by the model):
   outside an n x n board, absent graph nodes) and are ignored by the loss and the score.
 - Everything a verifier needs ("givens") is recoverable from ``x``, so ``verify(y, x)`` takes the input
   tokens of each row; rows of one batch may come from different requests.
+
+Beyond the protocol, the families offer (duck-typed, so callers use ``getattr``):
+``sample_training_pair(rng, **knobs) -> (x, y)`` (the trainer's fast path; Sudoku draws from a fixed,
+augmented pool because its unique-solution generator is slow), ``generate_dataset(seed, count, **knobs)``
+and, for N-Queens, ``symmetry(x, y, which)`` enumerating the 8 board symmetries.
 """
 
 from __future__ import annotations

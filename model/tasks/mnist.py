@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
+from model.tasks.datasets import Pairs, generate_dataset
 from model.tasks.tensors import check_batch, small_ints_key
 
 SIDE = 28
@@ -170,6 +171,10 @@ class MnistTask:
         index = rng.randrange(bits.shape[0])
         y = to_tokens(bits[index : index + 1])[0]
         return Instance(self.name, self.blank_input(), {"index": index}), y
+
+    def generate_dataset(self, seed: int, count: int, **knobs: Any) -> Pairs:
+        """``count`` training images drawn with one seeded rng."""
+        return generate_dataset(self, seed, count, **knobs)
 
     def sample_training_pair(self, rng: random.Random, **knobs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         instance, y = self.generate(rng, **knobs)

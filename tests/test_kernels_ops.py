@@ -1,0 +1,153 @@
+"""The Triton kernels agree with their torch references (run under the Triton interpreter on CPU), and
+the dispatch picks the implementation GRAM_KERNELS asks for."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton (kernels.backend also does)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from kernels import backend, ops, reference  # noqa: E402
+
+TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=3e-2, rtol=3e-2)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small shapes: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def triton_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAM_KERNELS", "triton")
+
+
+def _rand(*shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(*shape) * scale).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 5, 37), (2, 7, 64), (1, 130)])
+def test_norm_family_matches_reference(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    x, d, e = (_rand(*shape, dtype=dtype) for _ in range(3))
+    for got, want in (
+        (ops.rms_norm(x), reference.rms_norm(x)),
+        (ops.add_rmsnorm(x, d), reference.add_rmsnorm(x, d)),
+        (ops.inject(x, d, e), reference.inject(x, d, e)),
+        (ops.sum_rmsnorm(x, d, e, x), reference.sum_rmsnorm(x, d, e, x)),
+    ):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_inject_broadcasts_like_torch() -> None:
+    state, vec = _rand(2, 3, 16), _rand(16)
+    torch.testing.assert_close(ops.inject(state, vec), reference.inject(state, vec))
+
+
+@pytest.mark.parametrize("impl", ["fused", "composed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d_in,hidden,d_out", [(37, 40, 37), (64, 96, 64), (16, 33, 24)])
+def test_swiglu_matches_reference(impl: str, dtype: torch.dtype, d_in: int, hidden: int, d_out: int) -> None:
+    torch.manual_seed(1)
+    x = _rand(3, 5, d_in, dtype=dtype)
+    wgu = _rand(2 * hidden, d_in, dtype=dtype, scale=d_in**-0.5)
+    wd = _rand(d_out, hidden, dtype=dtype, scale=hidden**-0.5)
+    torch.testing.assert_close(ops.swiglu(x, wgu, wd, impl=impl), reference.swiglu(x, wgu, wd), **TOL[dtype])
+    if d_in == d_out:
+        got = ops.swiglu_add_rmsnorm(x, wgu, wd, impl=impl)
+        torch.testing.assert_close(got, reference.swiglu_add_rmsnorm(x, wgu, wd), **TOL[dtype])
+
+
+@pytest.mark.parametrize("impl", ["fused", "composed"])
+def test_swiglu_reads_a_transposed_view_and_returns_a_transposable_layout(impl: str) -> None:
+    """The sequence mixer calls swiglu(x.transpose(1, 2)): no copy in, and .transpose back is contiguous."""
+    torch.manual_seed(2)
+    x = _rand(2, 19, 24)  # [B, L, D]
+    wgu, wd = _rand(2 * 40, 19, scale=0.2), _rand(19, 40, scale=0.2)
+    got = ops.swiglu(x.transpose(1, 2), wgu, wd, impl=impl)
+    torch.testing.assert_close(got, reference.swiglu(x.transpose(1, 2), wgu, wd), atol=2e-5, rtol=2e-5)
+    assert got.transpose(1, 2).is_contiguous()
+
+
+def test_fused_swiglu_folds_the_injection_into_its_prologue() -> None:
+    from kernels import triton_swiglu
+
+    torch.manual_seed(3)
+    l, h, e = (_rand(2, 24, 19).transpose(1, 2) for _ in range(3))
+    wgu, wd = _rand(2 * 32, 24, scale=0.2), _rand(24, 32, scale=0.2)
+    got = triton_swiglu.swiglu(l, wgu, wd, extra_inputs=(h, e), residual_norm=True)
+    torch.testing.assert_close(got, reference.swiglu_add_rmsnorm(l + h + e, wgu, wd), atol=2e-5, rtol=2e-5)
+
+
+def test_swiglu_rejects_mismatched_weights() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        ops.swiglu(_rand(2, 8), _rand(10, 8), _rand(8, 6))
+
+
+@pytest.mark.parametrize("vocab", [3, 11, 130])
+def test_decode_epilogue_matches_reference(vocab: int) -> None:
+    torch.manual_seed(4)
+    logits = _rand(3, 9, 2, vocab, scale=3.0)
+    logits[0, 0, 0, :] = 0.0  # all tied: the lowest index wins, as torch.argmax
+    logits[1, 2, 1, 1] = logits[1, 2, 1, 0] = 50.0
+    tokens, logprob = ops.decode_epilogue(logits)
+    ref_tokens, ref_logprob = reference.decode_epilogue(logits)
+    assert tokens.dtype == torch.int64 and logprob.dtype == torch.float32
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(logprob, ref_logprob, atol=1e-5, rtol=1e-5)
+    assert tokens[0, 0, 0] == 0 and tokens[1, 2, 1] == 0
+
+
+def test_decode_epilogue_bf16_logits() -> None:
+    logits = _rand(4, 7, 11, dtype=torch.bfloat16, scale=2.0)
+    tokens, logprob = ops.decode_epilogue(logits)
+    ref_tokens, ref_logprob = reference.decode_epilogue(logits)
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(logprob, ref_logprob, atol=1e-5, rtol=1e-5)
+
+
+def test_gaussian_kl_matches_reference() -> None:
+    torch.manual_seed(5)
+    mq, mp = _rand(2, 5, 33), _rand(2, 5, 33)
+    sq, sp = torch.rand(2, 5, 33) + 0.05, torch.rand(2, 5, 33) + 0.05
+    torch.testing.assert_close(ops.gaussian_kl(mq, sq, mp, sp), reference.gaussian_kl(mq, sq, mp, sp),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_kl_is_zero_for_equal_gaussians() -> None:
+    mu, sigma = _rand(4, 9), torch.rand(4, 9) + 0.1
+    assert ops.gaussian_kl(mu, sigma, mu, sigma).abs().max() < 1e-6
+
+
+def test_dispatch_torch_mode_never_loads_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAM_KERNELS", "torch")
+    assert not backend.use_triton(torch.zeros(2))
+    monkeypatch.setenv("GRAM_KERNELS", "auto")
+    assert not backend.use_triton(torch.zeros(2))  # CPU tensors: references in auto mode
+    monkeypatch.setenv("GRAM_KERNELS", "triton")
+    assert backend.use_triton(torch.zeros(2))
+
+
+def test_dispatch_takes_the_reference_when_autograd_needs_it() -> None:
+    x = torch.randn(3, 16, requires_grad=True)
+    assert not backend.use_triton(x)
+    y = ops.add_rmsnorm(x, torch.randn(3, 16))
+    y.sum().backward()  # the reference is differentiable; a kernel output would have no grad_fn
+    assert x.grad is not None
+    with torch.no_grad():
+        assert backend.use_triton(x)
+
+
+def test_dispatch_rejects_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAM_KERNELS", "cuda")
+    with pytest.raises(ValueError, match="GRAM_KERNELS"):
+        ops.rms_norm(torch.zeros(2, 4))

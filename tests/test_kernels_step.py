@@ -1,0 +1,152 @@
+"""Whole supervision steps: the Triton path (interpreter) and the fused low-level update agree with the
+torch path on a small model; the CUDA-graph wrapper's bucketing; the CPU path selection settings."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton (kernels.backend also does)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from kernels import cpu_path  # noqa: E402
+from kernels.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
+from kernels.flops import kernels_mode  # noqa: E402
+from kernels.fused_core import fuse, is_fused, unfuse  # noqa: E402
+from kernels.workload import step_inputs  # noqa: E402
+from model.config import config_for  # noqa: E402
+from model.gram import build_model  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small shapes: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _small_model(mixer: str) -> torch.nn.Module:
+    cfg = config_for("graph_coloring", d_model=32, n_heads=2, n_layers=2, n_puzzle=2, T=1, K=1, mixer=mixer)
+    model = build_model(cfg, seed=0).eval()
+    with torch.no_grad():  # a fresh prior has mu = 0: give it weights so the noise path is exercised
+        model.prior.proj.weight.normal_(0.0, 0.05)
+    return model
+
+
+def _assert_steps_close(got, want, atol: float = 1e-4) -> None:
+    torch.testing.assert_close(got.h, want.h, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(got.l, want.l, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(got.token_logprob, want.token_logprob, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(got.q_halt, want.q_halt, atol=atol, rtol=1e-4)
+    assert (got.tokens == want.tokens).float().mean() > 0.99  # only near-ties may flip
+
+
+@pytest.mark.parametrize("mixer", ["mlp_t", "attn"])
+def test_triton_step_and_fused_step_match_the_torch_step(mixer: str) -> None:
+    model = _small_model(mixer)
+    h, l, e_x, noise = step_inputs(model, 3)
+    with kernels_mode("torch"):
+        want = model.step(h, l, e_x, noise)
+    with kernels_mode("triton"):
+        composed = model.step(h, l, e_x, noise)
+        fused_model = copy.deepcopy(model)
+        assert fuse(fused_model) == 1 and is_fused(fused_model)
+        fused = fused_model.step(h, l, e_x, noise)
+    with kernels_mode("torch"):
+        fused_on_torch = fused_model.step(h, l, e_x, noise)
+    _assert_steps_close(composed, want)
+    _assert_steps_close(fused, want)
+    _assert_steps_close(fused_on_torch, want, atol=1e-5)
+    assert unfuse(fused_model) == 1 and not is_fused(fused_model)
+
+
+def test_a_slot_steps_the_same_alone_or_in_a_batch_on_the_triton_path() -> None:
+    model = _small_model("attn")
+    h, l, e_x, noise = step_inputs(model, 4)
+    with kernels_mode("triton"):
+        batch = model.step(h, l, e_x, noise)
+        alone = model.step(h[2:3], l[2:3], e_x[2:3],
+                           type(noise)(noise.seed[2:3], noise.traj[2:3], noise.step[2:3]))
+    torch.testing.assert_close(alone.h[0], batch.h[2], atol=1e-5, rtol=1e-5)
+
+
+def test_fuse_refuses_a_model_without_a_recursive_core() -> None:
+    with pytest.raises(TypeError, match="no recursive core"):
+        fuse(torch.nn.Linear(3, 3))
+
+
+def test_buckets() -> None:
+    assert default_buckets(100) == (8, 16, 32, 64, 100)
+    assert default_buckets(64) == (8, 16, 32, 64)
+    assert default_buckets(4) == (4,)
+    assert bucket_for(1, (8, 16)) == 8
+    assert bucket_for(8, (16, 8)) == 8
+    assert bucket_for(9, (8, 16)) == 16
+    assert bucket_for(17, (8, 16)) is None
+    with pytest.raises(ValueError):
+        bucket_for(0, (8,))
+
+
+def test_graphed_step_pads_to_buckets_and_returns_the_real_rows() -> None:
+    model = _small_model("attn")
+    h, l, e_x, noise = step_inputs(model, 7)
+    graphed = GraphedStep(model, buckets=(4, 8), emulate=True)
+    with kernels_mode("torch"):
+        want = model.step(h, l, e_x, noise)
+        got = graphed(h, l, e_x, noise)
+        sub = type(noise)(noise.seed[:3], noise.traj[:3], noise.step[:3])
+        got3 = graphed(h[:3], l[:3], e_x[:3], sub)
+        got3_again = graphed(h[:3], l[:3], e_x[:3], sub)
+    assert graphed.captures == 2  # buckets 8 and 4, each captured once
+    assert got.h.shape == want.h.shape and got.tokens.shape == want.tokens.shape
+    torch.testing.assert_close(got.h, want.h)
+    torch.testing.assert_close(got3.h, want.h[:3])
+    assert torch.equal(got3.tokens, got3_again.tokens)
+    assert got3.h.data_ptr() != got3_again.h.data_ptr()  # returned rows do not alias the static buffers
+
+
+def test_graphed_step_runs_eagerly_beyond_the_largest_bucket_and_passes_through_on_cpu() -> None:
+    model = _small_model("attn")
+    h, l, e_x, noise = step_inputs(model, 5)
+    graphed = GraphedStep(model, buckets=(2, 4), emulate=True)
+    with kernels_mode("torch"):
+        out = graphed(h, l, e_x, noise)
+    assert graphed.eager_calls == 1 and graphed.captures == 0 and out.h.shape[0] == 5
+    plain = GraphedStep(model)  # a CPU model: disabled, pure pass-through
+    assert not plain.enabled
+    with kernels_mode("torch"):
+        torch.testing.assert_close(plain(h, l, e_x, noise).h, out.h)
+
+
+def test_cpu_path_setting_overrides_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _small_model("attn")
+    monkeypatch.setenv("GRAM_CPU_PATH", "bf16")
+    assert cpu_path.choose(model, 4) == ("bf16", [])
+    monkeypatch.setenv("GRAM_CPU_PATH", "gpu")
+    with pytest.raises(ValueError, match="GRAM_CPU_PATH"):
+        cpu_path.choose(model, 4)
+
+
+def test_cpu_path_measures_and_picks_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRAM_CPU_PATH", raising=False)
+    monkeypatch.setenv("GRAM_KERNELS", "torch")
+    model = _small_model("attn")
+    path, figures = cpu_path.choose(model, 4, paths=("fp32", "bf16"), repeats=1)
+    assert {f.path for f in figures} == {"fp32", "bf16"}
+    assert path == min(figures, key=lambda f: f.step_s).path
+    assert all(f.step_s > 0 and f.model_gflops > 0 for f in figures)
+
+
+def test_bf16_path_keeps_the_engine_dtype_and_stays_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAM_KERNELS", "torch")
+    model = _small_model("attn")
+    h, l, e_x, noise = step_inputs(model, 3)
+    want = model.step(h, l, e_x, noise)
+    got = cpu_path.make_step(model, "bf16")(h, l, e_x, noise)
+    assert got.h.dtype == torch.float32 and got.l.dtype == torch.float32
+    assert (got.h - want.h).abs().max() < 0.25  # bf16 over a whole step: close, not equal
+    assert next(model.parameters()).dtype == torch.float32  # the engine's model is left untouched

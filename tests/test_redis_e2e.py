@@ -1,0 +1,296 @@
+"""Redis mode end to end: a real redis-server, `gram serve` (no model loaded) and two `gram worker`
+processes, all on loopback ports, stopped by pid.
+
+- 100 mixed requests answered correctly (every solution checked here against its own request, and the
+  seeded answers equal an embedded, in-process service's answers on the same checkpoints);
+- a repeated seeded request is answered from the result cache;
+- Redis stopped: the API answers 503 fast and /readyz says why; Redis back: served again, same API process;
+- a worker SIGKILLed mid-job loses nothing: another worker re-claims the job and the client gets one answer,
+  the same as an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.test_redis_harness import (
+    Server,
+    gram_env,
+    start_api,
+    start_redis,
+    start_worker,
+    wait_ready,
+    wait_until,
+    weights_dir,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+SUDOKU_GRID = [[(r * 3 + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)]
+VOLATILE = ("elapsed_ms", "cached")  # timing, and where the answer came from
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("redis-e2e")
+    servers: list[Server] = []
+    try:
+        rds = start_redis(tmp)
+        servers.append(rds)
+        weights = weights_dir(tmp)
+        env = gram_env(f"redis://127.0.0.1:{rds.port}/0", weights)
+        workers = [start_worker(tmp, env, f"worker{i}") for i in range(2)]
+        api = start_api(tmp, env)
+        servers += [*workers, api]
+        wait_ready(api, workers)
+        state = {"tmp": tmp, "redis": rds, "workers": workers, "api": api, "env": env, "weights": weights}
+        yield state
+        servers.append(state["redis"])  # a test may have replaced it (restarted)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def _url(api: Server, path: str) -> str:
+    return f"http://127.0.0.1:{api.port}{path}"
+
+
+# -- requests and an independent check of every answer ---------------------------------------------------
+
+
+def _requests(count: int, rng: random.Random) -> list[dict[str, Any]]:
+    bodies: list[dict[str, Any]] = []
+    for i in range(count):
+        kind = ("sudoku", "nqueens", "graph_coloring")[i % 3]
+        common: dict[str, Any] = {"num_trajectories": rng.choice([2, 4, 6]),
+                                  "max_steps": rng.choice([2, 3, 4])}
+        if rng.random() < 0.7:
+            common["seed"] = rng.randrange(10**6)
+        if kind == "sudoku":
+            cells = [str(v) for row in SUDOKU_GRID for v in row]
+            for j in rng.sample(range(81), rng.randint(4, 20)):
+                cells[j] = "."
+            bodies.append({"task": "sudoku", "puzzle": "".join(cells), **common})
+        elif kind == "nqueens":
+            n = rng.randint(4, 8)
+            queens = [[0, 1]] if n == 4 else []
+            bodies.append({"task": "nqueens", "n": n, "queens": queens, **common})
+        else:
+            n, k = rng.randint(4, 9), 3
+            colour = [rng.randrange(k) for _ in range(n)]
+            edges = [[u, v] for u in range(n) for v in range(u + 1, n)
+                     if colour[u] != colour[v] and rng.random() < 0.5]
+            bodies.append({"task": "graph_coloring", "num_nodes": n, "edges": edges, "num_colors": k,
+                           "fixed": {"0": colour[0]}, **common})
+    return bodies
+
+
+def _check_solution(body: dict[str, Any], solution: Any) -> None:
+    """Raise AssertionError unless ``solution`` solves ``body``'s puzzle (independent of the service)."""
+    if body["task"] == "sudoku":
+        assert isinstance(solution, str) and len(solution) == 81, solution
+        grid = [[int(solution[9 * r + c]) for c in range(9)] for r in range(9)]
+        units = [grid[r] for r in range(9)] + [[grid[r][c] for r in range(9)] for c in range(9)]
+        units += [[grid[3 * br + r][3 * bc + c] for r in range(3) for c in range(3)]
+                  for br in range(3) for bc in range(3)]
+        assert all(sorted(u) == list(range(1, 10)) for u in units), solution
+        assert all(g in ".0" or g == s for g, s in zip(body["puzzle"], solution, strict=True))
+    elif body["task"] == "nqueens":
+        n, queens = body["n"], [tuple(q) for q in solution["queens"]]
+        assert len(queens) == n and len({r for r, _ in queens}) == n and len({c for _, c in queens}) == n
+        assert len({r - c for r, c in queens}) == n and len({r + c for r, c in queens}) == n
+        assert {tuple(q) for q in body["queens"]} <= set(queens)
+        assert all(0 <= r < n and 0 <= c < n for r, c in queens)
+    else:
+        colors = solution["colors"]
+        assert len(colors) == body["num_nodes"] and all(0 <= c < body["num_colors"] for c in colors)
+        assert all(colors[u] != colors[v] for u, v in body["edges"])
+        assert all(colors[int(node)] == c for node, c in body.get("fixed", {}).items())
+
+
+async def _post_all(url: str, bodies: list[dict[str, Any]], concurrency: int = 16) -> list[httpx.Response]:
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=120) as client:
+        async def one(body: dict[str, Any]) -> httpx.Response:
+            async with limit:
+                return await client.post(url, json=body)
+
+        return await asyncio.gather(*[one(b) for b in bodies])
+
+
+def _embedded_answers(weights: Path, env: dict[str, str], bodies: list[dict[str, Any]]) -> list[dict]:
+    """The same requests answered by an embedded (in-process, no Redis) service on the same checkpoints."""
+    from service.app import create_app
+    from service.runtime import Runtime
+    from service.settings import Settings
+
+    settings = Settings(weights_dir=weights, models=env.get("GRAM_MODELS", ""), queue_url=None)
+    runtime = Runtime(settings)
+    runtime.load()
+    assert runtime.error is None, runtime.error
+    app = create_app(settings, runtime=runtime)
+
+    async def run() -> list[dict]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://embedded", timeout=120) as client:
+            answers = [await client.post("/solve", json=b) for b in bodies]
+        return [r.json() for r in answers]
+
+    try:
+        return asyncio.run(run())
+    finally:
+        runtime.stop()
+
+
+def _stable(answer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in answer.items() if k not in VOLATILE}
+
+
+# -- the tests ---------------------------------------------------------------------------------------------
+
+
+def test_100_mixed_requests_through_two_workers_are_answered_correctly(stack: dict[str, Any]) -> None:
+    rng = random.Random(6)
+    bodies = _requests(100, rng)
+    started = time.monotonic()
+    responses = asyncio.run(_post_all(_url(stack["api"], "/solve"), bodies))
+    took = time.monotonic() - started
+    failed = [r.text for r in responses if r.status_code != 200]
+    assert not failed, failed
+    found = 0
+    for body, response in zip(bodies, responses, strict=True):
+        answer = response.json()
+        assert answer["task"] == body["task"] and answer["complete"] is True
+        assert 1 <= answer["num_trajectories"] <= body["num_trajectories"]
+        if "seed" in body:
+            assert answer["seed"] == body["seed"]
+        for sol in answer["solutions"]:
+            _check_solution(body, sol["solution"])
+            found += 1
+    client = redis.Redis(port=stack["redis"].port)
+    assert client.xlen("gram:jobs:" + responses[0].json()["model"]) == 0  # nothing left behind
+    # The seeded answers are exactly what an embedded service gives (routing and determinism).
+    seeded = [(b, r.json()) for b, r in zip(bodies, responses, strict=True) if "seed" in b][:15]
+    expected = _embedded_answers(stack["weights"], stack["env"], [b for b, _ in seeded])
+    for (body, got), want in zip(seeded, expected, strict=True):
+        assert _stable(got) == _stable(want), body
+    print(f"100 mixed requests in {took:.2f} s, {found} verified solutions")
+
+
+def test_both_workers_served_jobs(stack: dict[str, Any]) -> None:
+    for worker in stack["workers"]:
+        text = httpx.get(f"http://127.0.0.1:{worker.port}/metrics", timeout=5).text
+        finished = sum(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith("gram_jobs_total{"))
+        assert finished > 0, f"{worker.name} ran no job"
+
+
+def test_repeated_seeded_request_is_answered_from_the_cache(stack: dict[str, Any]) -> None:
+    url = _url(stack["api"], "/solve")
+    body = {"task": "nqueens", "n": 6, "queens": [], "num_trajectories": 4, "max_steps": 3, "seed": 4242}
+    first = httpx.post(url, json=body, timeout=60).json()
+    second = httpx.post(url, json=body, timeout=60).json()
+    assert first["cached"] is False and second["cached"] is True
+    assert _stable(first) == _stable(second)
+    unseeded = {k: v for k, v in body.items() if k != "seed"}
+    again = [httpx.post(url, json=unseeded, timeout=60).json() for _ in range(2)]
+    assert [a["cached"] for a in again] == [False, False]
+    other_seed = httpx.post(url, json={**body, "seed": 4243}, timeout=60).json()
+    assert other_seed["cached"] is False
+
+
+def test_redis_outage_gives_fast_503s_and_the_api_recovers_by_itself(stack: dict[str, Any]) -> None:
+    api, rds = stack["api"], stack["redis"]
+    api_pid = api.pid
+    body = {"task": "nqueens", "n": 5, "queens": [], "num_trajectories": 2, "max_steps": 2, "seed": 1}
+    rds.stop()
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            response = httpx.post(_url(api, "/solve"), json=body, timeout=30)
+            assert response.status_code == 503, response.text
+            assert time.monotonic() - started < 3.0
+            assert "Redis" in response.text
+        ready = wait_until(lambda: (r := httpx.get(_url(api, "/readyz"), timeout=5)).status_code == 503 and r,
+                           5, "/readyz to report the outage")
+        assert "Redis" in ready.json()["detail"]
+    finally:
+        restarted = start_redis(stack["tmp"], port=rds.port)
+        stack["redis"] = restarted
+    wait_until(lambda: httpx.get(_url(api, "/readyz"), timeout=5).status_code == 200, 20, "/readyz back")
+    response = httpx.post(_url(api, "/solve"), json={**body, "seed": 2}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert api.alive() and api.pid == api_pid  # recovered without a restart
+
+
+@pytest.fixture(scope="module")
+def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Tiny never-halting models (jobs of a known length) and a short re-claim timeout."""
+    tmp = tmp_path_factory.mktemp("redis-kill")
+    servers: list[Server] = []
+    try:
+        rds = start_redis(tmp)
+        servers.append(rds)
+        weights = weights_dir(tmp, force_tiny=True)
+        env = gram_env(f"redis://127.0.0.1:{rds.port}/0", weights, GRAM_MODELS="nqueens")
+        workers = [start_worker(tmp, env, f"kworker{i}") for i in range(2)]
+        api = start_api(tmp, env, "kapi")
+        servers += [*workers, api]
+        wait_ready(api, workers)
+        state = {"tmp": tmp, "redis": rds, "workers": workers, "api": api, "env": env, "weights": weights}
+        yield state
+        servers.append(state["redis"])  # a test may have replaced it (restarted)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def test_worker_killed_mid_job_loses_no_job(slow_stack: dict[str, Any]) -> None:
+    api, rds = slow_stack["api"], slow_stack["redis"]
+    client = redis.Redis(port=rds.port)
+    body = {"task": "nqueens", "n": 12, "queens": [], "num_trajectories": 32, "max_steps": 96, "seed": 77}
+    pids = {w.pid: w for w in slow_stack["workers"]}
+
+    async def scenario() -> tuple[httpx.Response, Server]:
+        async with httpx.AsyncClient(timeout=120) as http:
+            request = asyncio.create_task(http.post(_url(api, "/solve"), json=body))
+
+            def running_on() -> Server | None:
+                pending = client.xpending_range("gram:jobs:nqueens", "gram-engines", "-", "+", 10)
+                if not pending:
+                    return None
+                consumer = pending[0]["consumer"].decode()
+                info = json.loads(client.get(f"gram:worker:{consumer}") or "{}")
+                return pids.get(info.get("pid"))
+
+            victim = await asyncio.to_thread(wait_until, running_on, 30, "the job to start on a worker", 0.01)
+            await asyncio.sleep(0.2)  # well inside the job (it runs for seconds)
+            assert not request.done(), "the job finished before the kill: make it longer"
+            victim.kill()
+            return await request, victim
+
+    response, victim = asyncio.run(scenario())
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["complete"] is True and answer["num_trajectories"] == 32
+    assert not victim.alive()
+    # answered once: nothing pending, no duplicate result waiting, nothing dead-lettered
+    assert client.xlen("gram:jobs:nqueens") == 0
+    assert client.xpending("gram:jobs:nqueens", "gram-engines")["pending"] == 0
+    assert list(client.scan_iter("gram:result:*")) == []
+    assert client.xlen("gram:dead:nqueens") == 0
+    # the answer is the undisturbed one
+    (want,) = _embedded_answers(slow_stack["weights"], slow_stack["env"], [body])
+    assert _stable(answer) == _stable(want)
+    survivor = next(w for w in slow_stack["workers"] if w is not victim)
+    assert "re-claimed entry" in survivor.log.read_text()
