@@ -48,7 +48,7 @@ def inject(state: torch.Tensor, *injections: torch.Tensor) -> torch.Tensor:
 def swiglu(
     x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *, impl: str = "auto"
 ) -> torch.Tensor:
-    """impl (Triton only): "fused" one kernel (widths <= 256), "composed" two GEMM kernels, "auto"."""
+    """impl (Triton only): "fused" one kernel (narrow widths), "composed" two GEMM kernels, "auto"."""
     if use_triton(x, w_gate_up, w_down):
         return load_kernels("triton_swiglu").swiglu(x, w_gate_up, w_down, impl=impl)
     return reference.swiglu(x, w_gate_up, w_down)

@@ -2,10 +2,10 @@
 residual rms_norm(x + .) of a TRM block.
 
 Two implementations, same contract (kernels.reference.swiglu):
-- ``fused`` (one kernel, for the shipped widths: D_in, D_out <= 256): a program owns BLOCK_M rows, keeps
-  its x tile on chip, walks the hidden width in chunks (gate/up tl.dot, SiLU, product, down tl.dot into an
-  fp32 accumulator) and finishes with the residual + RMSNorm epilogue, so the hidden activation never
-  reaches memory.
+- ``fused`` (one kernel, for the shipped widths: D_in, D_out <= 256 in bf16, <= 128 in fp32): a program
+  owns BLOCK_M rows, keeps its x tile on chip, walks the hidden width in chunks (gate/up tl.dot, SiLU,
+  product, down tl.dot into an fp32 accumulator) and finishes with the residual + RMSNorm epilogue, so the
+  hidden activation never reaches memory.
 - ``composed`` (any width): a gate/up GEMM with the activation fused into its epilogue writes the hidden
   activation once, then a down-projection GEMM.
 
@@ -22,7 +22,10 @@ import triton.language as tl
 
 from kernels.triton_util import INTERPRET, dot_precision, next_pow2, tuned
 
-FUSED_MAX_WIDTH = 256
+# Widest D_in/D_out the one-kernel SwiGLU keeps on chip. Compiled for sm_90 (python -m kernels.aot_check)
+# its smallest config needs 65 KB of shared memory at 256 in bf16 but 233 KB at 256 in fp32, over the
+# 227 KB an H100/H200 block may use; fp32 fits up to 128.
+FUSED_MAX_WIDTH = {torch.bfloat16: 256, torch.float16: 256, torch.float32: 128}
 
 _FUSED_CONFIGS = [
     triton.Config({"BLOCK_M": 32, "BLOCK_H": 32}, num_warps=4, num_stages=2),
@@ -32,6 +35,8 @@ _FUSED_CONFIGS = [
     triton.Config({"BLOCK_M": 16, "BLOCK_H": 64}, num_warps=4, num_stages=2),
 ]
 
+# Autotuning is keyed on the row count rounded up to a power of two (M_BUCKET, unused by the kernels),
+# not on M itself: the engine's active-slot count changes every step and must not re-tune every time.
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
@@ -41,11 +46,11 @@ _GEMM_CONFIGS = [
 ]
 
 
-@tuned(_FUSED_CONFIGS, key=["M", "D_IN", "H", "D_OUT"])
+@tuned(_FUSED_CONFIGS, key=["M_BUCKET", "D_IN", "H", "D_OUT"])
 @triton.jit
 def _swiglu_fused_kernel(
     x_ptr, x2_ptr, x3_ptr, wgu_ptr, wd_ptr, out_ptr,
-    M, R, D_IN, H, D_OUT, eps,
+    M, M_BUCKET, R, D_IN, H, D_OUT, eps,
     sxb, sxr, sxk, sob, sor, son,
     s_gu_n, s_gu_k, s_d_n, s_d_h,
     N_X: tl.constexpr, RESIDUAL_NORM: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
@@ -67,7 +72,9 @@ def _swiglu_fused_kernel(
         if N_X > 2:
             xs += tl.load(x3_ptr + x_offs, mask=x_mask, other=0.0).to(tl.float32)
         x = xs.to(x_ptr.dtype.element_ty)
-    xd = x.to(tl.float32) if UPCAST else x
+    xd = x
+    if UPCAST:
+        xd = x.to(tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for h0 in range(0, H, BLOCK_H):
         hh = h0 + hs
@@ -98,11 +105,11 @@ def _swiglu_fused_kernel(
              acc.to(out_ptr.dtype.element_ty), mask=o_mask)
 
 
-@tuned(_GEMM_CONFIGS, key=["M", "N", "K"])
+@tuned(_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"])
 @triton.jit
 def _gate_up_act_kernel(
     x_ptr, wgu_ptr, act_ptr,
-    M, R, K, N,
+    M, M_BUCKET, R, K, N,
     sxb, sxr, sxk, s_gu_n, s_gu_k,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -133,11 +140,11 @@ def _gate_up_act_kernel(
              mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
-@tuned(_GEMM_CONFIGS, key=["M", "N", "K"])
+@tuned(_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"])
 @triton.jit
 def _linear_kernel(
     a_ptr, w_ptr, out_ptr,
-    M, R, K, N,
+    M, M_BUCKET, R, K, N,
     s_w_n, s_w_k, sob, sor, son,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -196,8 +203,8 @@ def _check(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor) -> tu
     return d_in, h, d_out
 
 
-def fits_fused(d_in: int, d_out: int) -> bool:
-    return max(d_in, d_out) <= FUSED_MAX_WIDTH
+def fits_fused(d_in: int, d_out: int, dtype: torch.dtype) -> bool:
+    return max(d_in, d_out) <= FUSED_MAX_WIDTH.get(dtype, 0)
 
 
 def swiglu(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
@@ -214,7 +221,7 @@ def swiglu(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
     if residual_norm and d_out != d_in:
         raise ValueError("swiglu residual_norm needs D_out == D_in")
     if impl == "auto":
-        impl = "fused" if fits_fused(d_in, d_out) else "composed"
+        impl = "fused" if fits_fused(d_in, d_out, x.dtype) else "composed"
     if extra_inputs and impl != "fused":
         x = x + sum(extra_inputs)
         extra_inputs = ()
@@ -228,8 +235,9 @@ def swiglu(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
     precision = dot_precision(x.dtype)
     upcast = INTERPRET  # the interpreter's tl.dot is wrong on bf16; fp32 there is exact enough
     if impl == "fused":
-        if not fits_fused(d_in, d_out):
-            raise ValueError(f"fused swiglu supports widths <= {FUSED_MAX_WIDTH}, got {d_in}->{d_out}")
+        if not fits_fused(d_in, d_out, x.dtype):
+            widest = FUSED_MAX_WIDTH.get(x.dtype, 0)
+            raise ValueError(f"fused swiglu supports widths <= {widest} in {x.dtype}, got {d_in}->{d_out}")
         block_k = max(16, next_pow2(d_in))
         block_n = max(16, next_pow2(d_out))
         extras = [_as_3d(t) for t in extra_inputs]
@@ -240,7 +248,7 @@ def swiglu(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
         x_ptrs = [x3, *extras] + [x3] * (2 - len(extras))
         _swiglu_fused_kernel[lambda meta: (triton.cdiv(m, meta["BLOCK_M"]),)](
             *x_ptrs, w_gate_up, w_down, out3,
-            m, r, d_in, h, d_out, eps,
+            m, next_pow2(m), r, d_in, h, d_out, eps,
             *x3.stride(), *out3.stride(), *w_gate_up.stride(), *w_down.stride(),
             N_X=1 + len(extras), RESIDUAL_NORM=residual_norm, UPCAST=upcast, PRECISION=precision,
             BLOCK_K=block_k, BLOCK_N=block_n,
@@ -250,11 +258,11 @@ def swiglu(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *,
         raise ValueError(f"swiglu impl must be auto|fused|composed, got {impl!r}")
     act = torch.empty(m, h, dtype=x.dtype, device=x.device)
     _gate_up_act_kernel[lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(h, meta["BLOCK_N"]))](
-        x3, w_gate_up, act, m, r, d_in, h, *x3.stride(), *w_gate_up.stride(),
+        x3, w_gate_up, act, m, next_pow2(m), r, d_in, h, *x3.stride(), *w_gate_up.stride(),
         UPCAST=upcast, PRECISION=precision,
     )
     _linear_kernel[lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(d_out, meta["BLOCK_N"]))](
-        act, w_down, out3, m, r, h, d_out, *w_down.stride(), *out3.stride(),
+        act, w_down, out3, m, next_pow2(m), r, h, d_out, *w_down.stride(), *out3.stride(),
         UPCAST=upcast, PRECISION=precision,
     )
     out = out3.reshape(*lead, d_out)

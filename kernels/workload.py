@@ -24,3 +24,13 @@ def step_inputs(
     keys = torch.arange(batch, dtype=torch.int64, device=device)
     noise = NoiseKeys(seed=keys + seed * 1_000_003, traj=keys, step=torch.zeros_like(keys))
     return h, l, e_x, noise
+
+
+def randomize_zero_heads(model: Any, std: float = 0.05, seed: int = 0) -> None:
+    """A fresh model's prior mean and halting/value heads are zero-initialised, so two implementations
+    would agree on them trivially; random weights make a comparison (or a benchmark) mean something."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in (model.prior.proj, model.halt_head, model.value_head):
+            w = torch.randn(head.weight.shape, generator=gen) * std
+            head.weight.copy_(w.to(head.weight.dtype))

@@ -141,13 +141,28 @@ def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
 
 def print_summaries(summaries: Sequence[LoadPointSummary], console: Console | None = None) -> None:
     table = Table(title="load points")
-    cols = ["mode", "offered", "thru", "goodput", "p50", "p95", "p99", "429%", "err%", "occup", "steps/s"]
+    cols = [
+        "mode",
+        "offered",
+        "arrived",
+        "thru",
+        "goodput",
+        "p50",
+        "p95",
+        "p99",
+        "429%",
+        "err%",
+        "occup",
+        "steps/s",
+        "tsteps/req",
+    ]
     for col in cols:
         table.add_column(col, justify="right")
     for s in summaries:
         table.add_row(
             s.mode,
             f"{s.offered_rps:.2f}",
+            f"{s.arrived_rps:.2f}",
             f"{s.throughput_rps:.2f}",
             f"{s.goodput_rps:.2f}",
             f"{s.p50_s:.2f}",
@@ -157,6 +172,7 @@ def print_summaries(summaries: Sequence[LoadPointSummary], console: Console | No
             f"{100 * s.rate_error:.1f}",
             f"{s.mean_batch_occupancy:.2f}",
             f"{s.steps_per_s:.2f}",
+            f"{s.traj_steps_per_ok:.1f}",
         )
     (console or Console(width=150)).print(table)
 

@@ -22,6 +22,11 @@ SPARSE = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
 MODE_COLOURS = {"continuous": "tab:green", "request": "tab:blue", "serial": "tab:red", "external": "tab:gray"}
 
 
+def _colour(label: str) -> str | None:
+    """Plain modes keep their colour; variants (``continuous@slots=16``) get matplotlib's next one."""
+    return MODE_COLOURS.get(label)
+
+
 def _by_mode(summaries: Sequence[LoadPointSummary]) -> dict[str, list[LoadPointSummary]]:
     out: dict[str, list[LoadPointSummary]] = {}
     for s in summaries:
@@ -40,7 +45,7 @@ def plot_throughput_vs_p99(summaries: Sequence[LoadPointSummary], path: Path, ti
             [p.p99_s for p in points],
             marker="o",
             label=mode,
-            color=MODE_COLOURS.get(mode),
+            color=_colour(mode),
         )
     slo = summaries[0].slo_s if summaries else None
     if slo:
@@ -96,7 +101,7 @@ def plot_goodput_occupancy(summaries: Sequence[LoadPointSummary], path: Path, ti
     fig, (ax_g, ax_o) = plt.subplots(1, 2, figsize=(10, 4))
     for mode, points in _by_mode(summaries).items():
         x = [p.offered_rps for p in points]
-        colour = MODE_COLOURS.get(mode)
+        colour = _colour(mode)
         ax_g.plot(x, [p.goodput_rps for p in points], marker="o", label=mode, color=colour)
         ax_o.plot(x, [p.mean_batch_occupancy for p in points], marker="o", label=mode, color=colour)
     lim = max((p.offered_rps for p in summaries), default=1.0)

@@ -117,3 +117,5 @@ class ServiceProcess:
     ) -> None:
         self.stop()
         self._log.close()
+        if exc_type is None:  # keep the server's log only when something went wrong
+            self.log_path.unlink(missing_ok=True)

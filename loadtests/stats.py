@@ -62,6 +62,7 @@ class LoadPointSummary:
     rate_error: float  # fraction answered with any other non-2xx, or not answered at all
     rate_incomplete: float  # fraction of 200s with complete=false (deadline hit, partial result)
     solutions_per_ok: float  # mean distinct solutions per successful /solve
+    traj_steps_per_ok: float  # mean supervision steps the service ran per /solve (all its trajectories)
     max_send_lag_s: float  # how far the generator fell behind its own schedule
     makespan_s: float
     mean_batch_occupancy: float = float("nan")  # from the service's /metrics histogram, this point only
@@ -119,6 +120,11 @@ def summarise(
         rate_incomplete=(sum(1 for r in solve_ok if not r.complete) / len(solve_ok)) if solve_ok else 0.0,
         solutions_per_ok=(
             float(np.mean([r.num_solutions or 0 for r in solve_ok])) if solve_ok else float("nan")
+        ),
+        traj_steps_per_ok=(
+            float(np.mean([r.server_steps for r in solve_ok if r.server_steps is not None]))
+            if any(r.server_steps is not None for r in solve_ok)
+            else float("nan")
         ),
         max_send_lag_s=max((r.sent_s - r.scheduled_s for r in records), default=0.0),
         makespan_s=makespan,

@@ -21,7 +21,9 @@ def save_checkpoint(model: GRAM, path: str | Path, card: dict[str, Any] | None =
     """Weights as float32 (the loader casts), config and card (JSON) in the metadata."""
     merged = {**model.card, **(card or {})}
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, "config": model.config.to_json(), "card": json.dumps(merged, sort_keys=True)}
+    metadata = {
+        "format": FORMAT, "config": model.config.to_json(), "card": json.dumps(merged, sort_keys=True),
+    }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     safetensors_io.save(tensors, path, metadata)
 
@@ -42,7 +44,9 @@ def load_checkpoint(
     model = GRAM(config, card)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+        raise ValueError(
+            f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})"
+        )
     model = model.to(device=device)
     if dtype is not None:
         model = model.to(dtype=dtype)

@@ -6,6 +6,7 @@ Imports the stdlib only, so the service can read a checkpoint's config without b
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -43,6 +44,9 @@ class GRAMConfig:
     expansion: float = 4.0  # SwiGLU inner width = round_up(expansion * D * 2/3, 32), TRM's rule
     mixer: str = "attn"  # "attn" (self-attention) or "mlp_t" (SwiGLU across the sequence axis)
     n_puzzle: int = 16  # P puzzle tokens prepended to the content (16 in the paper)
+    # Positions of content tokens: "learned" (one vector per position) or "grid" (square boards: sums of
+    # learned row, column, diagonal, anti-diagonal and, for 9x9, box embeddings; see layers.GridPositions).
+    positions: str = "learned"
     T: int = 3  # transitions per supervision step
     K: int = 4  # low-level updates per transition
     n_sup: int = 16  # supervision steps (training depth; default max steps at inference)
@@ -51,10 +55,20 @@ class GRAMConfig:
     sigma_init: float = 0.1  # initial prior/posterior sigma, so training starts near-deterministic
     beta: float = 0.1  # KL weight (per task)
     kl_balance: float = 0.8  # DreamerV2 KL balancing: weight of the prior-side term
+    # Which rollout the training carry follows between supervision steps: "posterior" (the paper: the
+    # whole chain samples q) or "prior" (q only at the last transition of each step; the carried state is
+    # what inference would have, so the posterior cannot park the answer in h for later steps).
+    carry: str = "posterior"
     halt_weight: float = 0.5
     value_weight: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.positions not in ("learned", "grid"):
+            raise ValueError(f"positions must be 'learned' or 'grid', got {self.positions!r}")
+        if self.positions == "grid" and math.isqrt(self.seq_len) ** 2 != self.seq_len:
+            raise ValueError(f"grid positions need a square seq_len, got {self.seq_len}")
+        if self.carry not in ("posterior", "prior"):
+            raise ValueError(f"carry must be 'posterior' or 'prior', got {self.carry!r}")
         if self.mixer not in ("attn", "mlp_t"):
             raise ValueError(f"mixer must be 'attn' or 'mlp_t', got {self.mixer!r}")
         if self.mixer == "attn" and self.d_model % self.n_heads:

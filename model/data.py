@@ -35,7 +35,9 @@ TRAIN_MIXTURES: dict[str, list[tuple[float, Knobs]]] = {
                "min_colorings": 1}),
     ],
     # A CPU budget cannot learn Sudoku-Extreme from scratch: a curriculum of easier tiers plus hard ones.
-    "sudoku": [(0.4, {"difficulty": "easy"}), (0.35, {"difficulty": "medium"}), (0.25, {"difficulty": "hard"})],
+    "sudoku": [
+        (0.4, {"difficulty": "easy"}), (0.35, {"difficulty": "medium"}), (0.25, {"difficulty": "hard"}),
+    ],
     "mnist": [(1.0, {})],
 }
 
@@ -43,8 +45,12 @@ TRAIN_MIXTURES: dict[str, list[tuple[float, Knobs]]] = {
 EVAL_SETTINGS: dict[str, list[tuple[str, Knobs]]] = {
     # Unique inputs with 2-3 given queens (the paper splits unique inputs 85:15, so its test set is mostly
     # the far more numerous 3-queen inputs; the ~10 canonical 1-queen inputs of a board stay in training).
-    "nqueens": [("n8", {"n": 8, "given": ("choice", 2, 3, 3)}), ("n10", {"n": 10, "given": ("choice", 2, 3, 3)})],
-    "graph_coloring": [("n8k3", {"num_nodes": 8, "num_colors": 3}), ("n10k3", {"num_nodes": 10, "num_colors": 3})],
+    "nqueens": [
+        ("n8", {"n": 8, "given": ("choice", 2, 3, 3)}), ("n10", {"n": 10, "given": ("choice", 2, 3, 3)}),
+    ],
+    "graph_coloring": [
+        ("n8k3", {"num_nodes": 8, "num_colors": 3}), ("n10k3", {"num_nodes": 10, "num_colors": 3}),
+    ],
     "sudoku": [("easy", {"difficulty": "easy"}), ("medium", {"difficulty": "medium"}),
                ("hard", {"difficulty": "hard"})],
     "mnist": [],
@@ -105,7 +111,9 @@ class HeldOut:
     y: torch.Tensor
 
 
-def heldout_set(task: Task, per_setting: int, seed: int = 12345, settings: Iterable[tuple[str, Knobs]] | None = None) -> list[HeldOut]:
+def heldout_set(
+    task: Task, per_setting: int, seed: int = 12345, settings: Iterable[tuple[str, Knobs]] | None = None
+) -> list[HeldOut]:
     """``per_setting`` distinct instances (by canonical input) for each evaluation setting."""
     rng = random.Random(seed)
     out: list[HeldOut] = []

@@ -24,7 +24,7 @@ from torch import nn
 
 from kernels import ops
 from model.config import GRAMConfig, config_for
-from model.layers import GaussianHead, PosteriorHead, ReasoningModule
+from model.layers import GaussianHead, GridPositions, PosteriorHead, ReasoningModule
 
 
 @dataclass
@@ -69,7 +69,12 @@ class GRAM(nn.Module):
         self.tok_emb = nn.Embedding(c.in_group * c.in_vocab, d)
         nn.init.trunc_normal_(self.tok_emb.weight, std=1.0 / math.sqrt(d))
         self.puzzle_emb = nn.Parameter(torch.zeros(c.n_puzzle, d))  # zero-init as TRM
-        self.pos_emb = nn.Parameter(torch.randn(c.total_len, d) / math.sqrt(d))
+        if c.positions == "grid":
+            self.pos_emb = nn.Parameter(torch.randn(c.n_puzzle, d) / math.sqrt(d))  # puzzle tokens only
+            self.grid_pos: GridPositions | None = GridPositions(c.seq_len, d)
+        else:
+            self.pos_emb = nn.Parameter(torch.randn(c.total_len, d) / math.sqrt(d))
+            self.grid_pos = None
         self.register_buffer(
             "in_offsets", torch.arange(c.in_group, dtype=torch.long) * c.in_vocab, persistent=False
         )
@@ -115,7 +120,8 @@ class GRAM(nn.Module):
         # A sum of G_in embeddings has G_in times the variance of one: divide by sqrt(G_in).
         content = self.tok_emb(x + self.in_offsets).sum(2) * (1.0 / math.sqrt(c.in_group))
         puzzle = self.puzzle_emb.unsqueeze(0).expand(x.shape[0], -1, -1)
-        return math.sqrt(c.d_model) * (torch.cat((puzzle, content), dim=1) + self.pos_emb)
+        pos = self.pos_emb if self.grid_pos is None else torch.cat((self.pos_emb, self.grid_pos()), dim=0)
+        return math.sqrt(c.d_model) * (torch.cat((puzzle, content), dim=1) + pos)
 
     def init_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(h0, l0) [batch, P + L, D] from the stored z0 (fresh tensors the caller may write into)."""

@@ -118,6 +118,39 @@ class GaussianHead(nn.Module):
         return mu, self.sigma_min + F.softplus(raw.float()).to(mu.dtype)
 
 
+class GridPositions(nn.Module):
+    """Positions of a side x side board as a sum of learned row, column, diagonal, anti-diagonal (and, when
+    side is a perfect square > 1 as in Sudoku, box) embeddings -> [side * side, D].
+
+    Attention has to discover which cells constrain each other; with one free vector per cell it must
+    learn that from data, with the factors "same row / column / diagonal / box" is a shared embedding,
+    which a short CPU budget cannot afford to learn. Computed once per request (in encode), so it costs
+    nothing per step, unlike RoPE.
+    """
+
+    def __init__(self, seq_len: int, d_model: int) -> None:
+        super().__init__()
+        side = math.isqrt(seq_len)
+        r = torch.arange(seq_len) // side
+        c = torch.arange(seq_len) % side
+        box_side = math.isqrt(side)
+        index = {"row": r, "col": c, "diag": r - c + side - 1, "anti": r + c}
+        if box_side > 1 and box_side * box_side == side:
+            index["box"] = (r // box_side) * box_side + c // box_side
+        self.names = tuple(index)
+        std = 1.0 / math.sqrt(d_model * len(index))  # the sum has the scale of one learned position
+        for name, idx in index.items():
+            self.register_buffer(f"{name}_idx", idx, persistent=False)
+            table = nn.Parameter(torch.randn(int(idx.max()) + 1, d_model) * std)
+            self.register_parameter(f"{name}_emb", table)
+
+    def forward(self) -> torch.Tensor:
+        out = 0
+        for name in self.names:
+            out = out + getattr(self, f"{name}_emb")[getattr(self, f"{name}_idx")]
+        return out  # type: ignore[return-value]
+
+
 class PosteriorHead(nn.Module):
     """q(eps | u, y) as a correction of the prior (GRAM eq. 9, training only):
     mu_q = mu_p + delta(u, y), sigma_q = sigma_min + sigma_p * exp(s(u, y)), delta and s linear in

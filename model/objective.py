@@ -15,6 +15,11 @@ Choices the paper leaves open (GRAM.md 7), made here:
   each sequence, then over the batch. beta therefore prices "nats of KL per position" against "nats of
   CE per answer token".
 - KL balancing (DreamerV2): 0.8 * KL(sg(q) || p) + 0.2 * KL(q || sg(p)).
+- ``carry="prior"`` (the CPU preset): transitions 1..T-1 and the carried state follow the prior, q acts
+  only at the last transition of each step. With the paper's posterior carry, q injects the answer into
+  h at the first step of an example and every later step just carries it (CE ~ 0, KL ~ 0): only the
+  first step of each example teaches the prior. With the prior carry every step does, and training
+  sees the states inference will see.
 - Halting and value targets come from the PRIOR rollout of the same u (h_p = u + a prior draw), i.e. what
   inference will see, not the optimistic posterior. Both heads read h_p[:, 0] detached: they train only
   the heads (paper A.1). Halting target: the prior's prediction is valid (task verifier; multi-solution
@@ -75,13 +80,16 @@ class GRAMObjective(nn.Module):
         answer = y != 0  # [B, L, G]: PAD targets are not part of the answer
         y_feat = m.embed_target(y) if c.stochastic else None
 
-        def posterior_guide(u: torch.Tensor) -> torch.Tensor:
-            _, _, mu, sigma = m.guidance_params(u, y_feat)
+        def early_guide(u: torch.Tensor) -> torch.Tensor:
+            # Transitions 1..T-1 follow the same rollout as the carry (see GRAMConfig.carry).
+            feats = y_feat if c.carry == "posterior" else None
+            mu_p, sigma_p, mu_q, sigma_q = m.guidance_params(u, feats)
+            mu, sigma = (mu_q, sigma_q) if mu_q is not None else (mu_p, sigma_p)
             return u + mu + sigma * _randn_like(u, generator)
 
         with torch.no_grad():
             for _ in range(c.T - 1):
-                h, l = m.transition(h, l, e_x, posterior_guide)
+                h, l = m.transition(h, l, e_x, early_guide)
         # Last transition with gradient (eq. 14).
         for _ in range(c.K):
             l = m.core(l, h, e_x)
@@ -115,7 +123,8 @@ class GRAMObjective(nn.Module):
         loss = ce + c.beta * kl + c.halt_weight * halt + c.value_weight * value
         return StepLosses(
             loss=loss, ce=ce.detach(), kl=kl.detach(), halt=halt.detach(), value=value.detach(),
-            h=h_q.detach(), l=l.detach(), valid=valid, token_acc=token_acc.detach(),
+            h=(h_p if c.carry == "prior" else h_q).detach(), l=l.detach(), valid=valid,
+            token_acc=token_acc.detach(),
             q_halt=out_p.q_halt.detach().float(),
         )
 

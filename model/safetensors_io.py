@@ -47,7 +47,9 @@ def save(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str,
         if t.dtype not in _NAMES:
             raise TypeError(f"tensor {name!r}: dtype {t.dtype} is not supported")
         blob = _tensor_bytes(t)
-        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
+        header[name] = {
+            "dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)],
+        }
         blobs.append(blob)
         offset += len(blob)
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -68,7 +70,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(_read_header(f, Path(path)).get("__metadata__", {}))
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file."""
     path = Path(path)
     with open(path, "rb") as f:

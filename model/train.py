@@ -62,7 +62,9 @@ def setup_distributed() -> None:
 
 
 class Trainer:
-    def __init__(self, tc: TrainConfig, run_dir: str | Path, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, tc: TrainConfig, run_dir: str | Path, device: str | torch.device | None = None
+    ) -> None:
         self.tc = tc
         self.run_dir = Path(run_dir)
         self.rank, self.world, local = _dist_info()
@@ -109,7 +111,8 @@ class Trainer:
         n_sup = self.tc.model.n_sup
         explore = torch.rand(n, generator=self.gen, device=self.device) < self.tc.halt_explore
         span = max(n_sup - 1, 1)
-        random_min = 2 + (torch.rand(n, generator=self.gen, device=self.device) * span).long().clamp_max(span - 1)
+        draw = torch.rand(n, generator=self.gen, device=self.device)
+        random_min = 2 + (draw * span).long().clamp_max(span - 1)
         return torch.where(explore, random_min.clamp_max(n_sup), torch.ones_like(random_min))
 
     def _swap_in(self, done: torch.Tensor) -> None:
@@ -188,7 +191,9 @@ class Trainer:
         self.save()
         return {"step": self.step, "train_time_s": self.train_time, "examples": self.examples}
 
-    def _summarise(self, window: list[dict[str, float]], fin: int, fin_valid: int, secs: float) -> dict[str, Any]:
+    def _summarise(
+        self, window: list[dict[str, float]], fin: int, fin_valid: int, secs: float
+    ) -> dict[str, Any]:
         mean = {k: sum(m[k] for m in window) / len(window) for k in window[0]} if window else {}
         steps_left = self.tc.max_steps - self.step
         rate = len(window) / secs if secs > 0 else 0.0
@@ -230,7 +235,9 @@ class Trainer:
         tensors["rng.gen"] = self.gen.get_state()
         meta = {
             "train": json.dumps(self.tc.to_dict()),
-            "progress": json.dumps({"step": self.step, "train_time": self.train_time, "examples": self.examples}),
+            "progress": json.dumps(
+                {"step": self.step, "train_time": self.train_time, "examples": self.examples}
+            ),
             "param_groups": json.dumps(opt["param_groups"]),
             "stream": json.dumps(self.stream.state()),
         }
@@ -325,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     run_dir = args.run_dir or f"runs/{args.name}"
-    limits = {k: v for k, v in dict(time_budget_s=args.budget, max_steps=args.max_steps).items() if v is not None}
+    given = dict(time_budget_s=args.budget, max_steps=args.max_steps)
+    limits = {k: v for k, v in given.items() if v is not None}
     tc = None if args.resume else make_config(
         args.name, args.preset, batch=args.batch, threads=args.threads, **limits
     )

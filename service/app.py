@@ -47,8 +47,6 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DISCONNECT_POLL_S = 0.1
-
 SOLVE_EXAMPLES: dict[str, dict[str, Any]] = {
     "sudoku": {
         "summary": "Sudoku (81-char string, '.' blank)",
@@ -93,11 +91,14 @@ def create_app(
     settings: Settings | None = None, runtime: Runtime | None = None, queue: JobQueue | None = None
 ) -> FastAPI:
     settings = settings or Settings()
+    # The app shuts down only what it created: a runtime or queue passed in belongs to the caller.
+    owns_queue = queue is None
     if queue is None and settings.queue_url:  # Redis mode: `gram worker`s load the models, not this process
         from service.redis_queue import create_queue
 
         queue = create_queue(settings)
         runtime = runtime or Runtime.from_models(settings, {})
+    owns_runtime = runtime is None
     runtime = runtime or Runtime(settings)
     queue = queue or InProcessQueue(runtime)
 
@@ -106,7 +107,10 @@ def create_app(
         if not runtime.loaded.is_set():
             threading.Thread(target=runtime.load, name="load-models", daemon=True).start()
         yield
-        await queue.close()
+        if owns_queue and not isinstance(queue, InProcessQueue):
+            await queue.close()
+        if owns_runtime:
+            runtime.stop()
 
     app = FastAPI(
         title="GRAM Serve",
@@ -134,7 +138,8 @@ def create_app(
     async def readyz() -> JSONResponse:
         """Readiness: every model loaded and warmed up (or the queue's workers present)."""
         if queue.ready():
-            return JSONResponse({"status": "ready", "models": sorted(runtime.engines)})
+            models = sorted(runtime.engines) or getattr(queue, "models", [])  # Redis mode: the workers'
+            return JSONResponse({"status": "ready", "models": models})
         status = "error" if runtime.error else "loading"
         detail = runtime.error or getattr(queue, "not_ready", None)  # Redis mode says why it is not ready
         return JSONResponse({"status": status, "detail": detail}, 503)
@@ -150,6 +155,8 @@ def create_app(
                 batching=engine.mode.value, n_sup=engine.n_sup, parameters=info.get("parameters"),
                 config=info.get("config", {}), card=info.get("card", {}),
             ))
+        if not runtime.engines and hasattr(queue, "model_cards"):  # Redis mode: what the workers serve
+            cards = [ModelCard(**card) for card in await queue.model_cards()]
         return ModelsResponse(models=cards)
 
     @app.post("/solve", tags=["solve"], response_model=SolveResponse, responses=ERROR_RESPONSES)
@@ -158,7 +165,7 @@ def create_app(
     ) -> Any:
         """Sample trajectories for a puzzle; return its distinct verified solutions (by count, then score)."""
         try:
-            job = solve_job(settings, body, _model_for(runtime, body.task))
+            job = solve_job(settings, body, _model_for(runtime, body.task, body.model))
         except TaskInputError as err:
             return _invalid(err.field_name, str(err))
         result = await _run(queue, job, request)
@@ -184,20 +191,28 @@ def create_app(
         if isinstance(result, JSONResponse):
             return result
         rows = [s.solution for s in result.solutions]
-        if not rows:
-            return _error(504, ["body", "timeout_ms"], "the deadline passed before any image was sampled",
-                          "timeout")
-        bits = bits_tensor(rows)
-        images: list[Any] = rows if body.format == "bits" else [png_base64(b) for b in bits]
+        bits = bits_tensor(rows) if rows else None  # none when the deadline passed before any finished
+        images: list[Any] = rows if body.format == "bits" or bits is None else [png_base64(b) for b in bits]
         return SampleResponse(
-            model=result.model, images=images, grid_png=grid_png_base64(bits), complete=result.complete,
+            model=result.model, images=images, grid_png=grid_png_base64(bits) if bits is not None else "",
+            complete=result.complete,
             steps=result.steps, elapsed_ms=round(result.elapsed_ms, 3), seed=job.seed, cached=result.cached,
         )
 
     return app
 
 
-def _model_for(runtime: Runtime, task: str) -> str:
+def _model_for(runtime: Runtime, task: str, requested: str | None = None) -> str:
+    """The model a job goes to: the requested one (checked when this process holds the engines), else the
+    first serving the task (else the task's name, for a JobQueue that routes by task)."""
+    if requested is not None:
+        engine = runtime.engines.get(requested)
+        if runtime.engines and (engine is None or engine.task.name != task):
+            serving = sorted(n for n, e in runtime.engines.items() if e.task.name == task)
+            raise TaskInputError(
+                f"model {requested!r} does not serve task {task!r}; models serving it: {serving}", "model"
+            )
+        return requested
     engine = runtime.engine_for_task(task)
     return engine.name if engine is not None else task
 
@@ -205,15 +220,13 @@ def _model_for(runtime: Runtime, task: str) -> str:
 async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResponse:
     """Submit and wait, aborting the job when the client disconnects; errors as JSON responses."""
     waiter = asyncio.ensure_future(queue.submit(job))
+    watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        while True:
-            done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_POLL_S)
-            if done:
-                break
-            if await request.is_disconnected():
-                waiter.cancel()
-                log.info("client went away; aborted job %s", job.id)
-                return JSONResponse({"detail": "client disconnected"}, 499)
+        await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()  # the queue aborts the job and frees its slots
+            log.info("client went away; aborted job %s", job.id)
+            return JSONResponse({"detail": "client disconnected"}, 499)
         result = waiter.result()
     except QueueFull as err:
         return _error(429, [], str(err), "queue_full",
@@ -224,6 +237,7 @@ async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResp
     except ValueError as err:
         return _invalid(None, str(err))
     finally:
+        watcher.cancel()
         if not waiter.done():
             waiter.cancel()
     if result.outcome == Outcome.error:
@@ -231,3 +245,11 @@ async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResp
     if result.outcome == Outcome.aborted:
         return JSONResponse({"detail": "the request was aborted (the service is stopping)"}, 503)
     return result
+
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client goes away. The body has been read, so the server's next ASGI message is
+    http.disconnect (sent on a disconnect, or once the response is complete): no polling."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

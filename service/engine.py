@@ -53,6 +53,10 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+class EngineStopped(RuntimeError):
+    """submit() on an engine that is not running (not started yet, or stopped)."""
+
+
 @dataclass
 class _Pending:
     job: Job
@@ -84,7 +88,8 @@ class Engine:
         self.n_sup = int(_config(model, "n_sup", 16))
         self.max_steps_cap = settings.max_steps_cap
         self.scheduler = Scheduler(
-            self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0
+            self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
+            admission=settings.admission,
         )
         self.ready = False
         self._lock = threading.Condition()
@@ -112,9 +117,16 @@ class Engine:
         x = torch.as_tensor(job.x, dtype=torch.int64)
         if x.shape != (spec.seq_len, spec.in_group):
             raise ValueError(f"job.x must be [{spec.seq_len}][{spec.in_group}], got {list(x.shape)}")
+        if x.numel() and not (0 <= int(x.min()) and int(x.max()) < spec.in_vocab):
+            # checked here: a bad token would fail the whole batch's step, not just this job
+            raise ValueError(f"job.x tokens must be in 0..{spec.in_vocab - 1}")
         pending = _Pending(job=job, x=x.to(self.device), future=Future())
         pending.future.set_running_or_notify_cancel()
         with self._lock:
+            if self._stopping or self._thread is None:
+                raise EngineStopped(f"the engine of model {self.name!r} is not running")
+            if job.id in self._pending:
+                raise ValueError(f"job {job.id} is already queued on model {self.name!r}")
             if len(self._pending) >= self.max_queue:
                 metrics.REJECTED.labels(reason="queue_full").inc()
                 raise QueueFull(self.name, self.retry_after_s())
@@ -134,7 +146,7 @@ class Engine:
             return len(self._pending)
 
     def retry_after_s(self) -> float:
-        """Seconds until the queue has likely drained by one slot's worth, from the recent finish rate."""
+        """Seconds for a quarter of the jobs in flight to finish at the recent finish rate (1..60)."""
         times = list(self._finish_times)
         if len(times) < 2 or times[-1] <= times[0]:
             return 1.0
@@ -188,17 +200,17 @@ class Engine:
                 aborts = list(self._aborts)
                 self._aborts.clear()
             now = time.time()
-            for pending in incoming:
-                self.scheduler.add(pending.job, now)
-            for job_id in aborts:
-                self.scheduler.abort(job_id, now)
             try:
+                for pending in incoming:
+                    self.scheduler.add(pending.job, now)
+                for job_id in aborts:
+                    self.scheduler.abort(job_id, now)
                 plan = self.scheduler.schedule(time.time())
                 self._publish(self.scheduler.pop_finished())
                 if plan.rows:
                     self._iterate(plan)
                     self._publish(self.scheduler.pop_finished())
-            except Exception as err:  # a failed step must not kill the engine or lose the jobs
+            except Exception as err:  # a failure must not kill the engine or leave a job unanswered
                 log.exception("engine %s: step failed", self.name)
                 self._fail_all(f"{type(err).__name__}: {err}")
                 plan = StepPlan(rows=[])

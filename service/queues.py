@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from service.engine import QueueFull
+from service.engine import EngineStopped, QueueFull
 from service.jobs import Job, Result
 from service.runtime import Runtime
 
@@ -45,7 +45,10 @@ class InProcessQueue:
         engine = self.runtime.engines.get(job.model) or self.runtime.engine_for_task(job.task)
         if engine is None:
             raise NoModel(f"no loaded model serves task {job.task!r}")
-        future = engine.submit(job)
+        try:
+            future = engine.submit(job)
+        except EngineStopped as err:
+            raise NoModel(str(err)) from None
         try:
             # shield: cancelling the wait must not cancel the engine's future (the engine answers it)
             return await asyncio.shield(asyncio.wrap_future(future))

@@ -167,9 +167,10 @@ return 1
 
 # KEYS: stream, abort key. ARGV: group, entry id, ttl ms.
 # A job nobody has read yet is removed (1); one being run gets an abort flag its worker checks (0).
+# No group yet (no worker ever started) means nobody has read it.
 CANCEL_LUA = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 then
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if type(p) ~= 'table' or p.err or #p == 0 then
   return redis.call('XDEL', KEYS[1], ARGV[2])
 end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
@@ -201,7 +202,8 @@ class RedisJobQueue:
         self._workers: list[dict[str, Any]] = []
         self._workers_at = -1e9
         self._ready = False
-        self.not_ready: str | None = "not checked yet"
+        self.not_ready: str | None = "checking Redis and the workers"
+        self.models: list[str] = []  # served by the live workers, as of the monitor's last look
         self._monitor: asyncio.Task[None] | None = None
 
     # -- the JobQueue protocol -----------------------------------------------------------------------------
@@ -209,7 +211,8 @@ class RedisJobQueue:
         """Run ``job`` on some worker and return its Result (``cached`` True when the result cache had it).
 
         Raises QueueFull (429) when the model's stream is at its bound, QueueUnavailable (503) when Redis
-        is unreachable or no live worker serves the task. Cancelling the awaiting task (the client went
+        is unreachable or no live worker serves the task, ValueError (422) for a model that does not serve
+        the job's task. Cancelling the awaiting task (the client went
         away) withdraws the job: deleted if no worker has read it yet, else its worker aborts it."""
         self._start_monitor()
         job, version = await self._route(job)
@@ -248,13 +251,22 @@ class RedisJobQueue:
 
     # -- internals ------------------------------------------------------------------------------------------
     async def _route(self, job: Job) -> tuple[Job, str]:
-        """The job addressed to a served model (by name, else the first serving its task), and that model's
-        version (for the cache key)."""
+        """The job addressed to a served model, and that model's version (for the cache key).
+
+        The API holds no engines in Redis mode, so a job names either the model the client asked for or,
+        by default, its task (then the first model serving the task, by name, takes it)."""
         served = await self.served_models()
-        if job.model not in served:
-            by_task = sorted(name for name, info in served.items() if info.get("task") == job.task)
-            if not by_task:
-                raise QueueUnavailable(f"no gram worker is serving task {job.task!r} yet; retry shortly")
+        by_task = sorted(name for name, info in served.items() if info.get("task") == job.task)
+        if job.model in served:
+            if served[job.model].get("task") != job.task:
+                raise ValueError(f"model {job.model!r} does not serve task {job.task!r}; models serving it: "
+                                 f"{by_task}")
+        elif not by_task:
+            raise QueueUnavailable(f"no gram worker is serving task {job.task!r} yet; retry shortly")
+        elif job.model != job.task:  # a model the client named, that no live worker serves
+            raise ValueError(f"model {job.model!r} is not served now; models serving task {job.task!r}: "
+                             f"{by_task}")
+        else:
             job = replace(job, model=by_task[0])
         return job, str(served[job.model].get("version", ""))
 
@@ -264,6 +276,7 @@ class RedisJobQueue:
         else:
             give_up = time.time() + self.settings.max_timeout_ms / 1000.0 + self.rs.deadline_grace_s
         outage_since: float | None = None
+        me = asyncio.current_task()
         while True:
             remaining = give_up - time.time()
             if remaining <= 0:
@@ -285,6 +298,10 @@ class RedisJobQueue:
             outage_since = None
             if popped is not None:
                 return Result.from_json(popped[1])
+            if me is not None and me.cancelling():
+                # On Python 3.11, asyncio.wait_for inside redis-py can swallow a cancellation that lands
+                # while a command is being sent; honour it here, at the latest one BLPOP block later.
+                raise asyncio.CancelledError
 
     async def _withdraw(self, job: Job, entry: bytes) -> None:
         try:
@@ -317,6 +334,7 @@ class RedisJobQueue:
             try:
                 await self.redis.ping()
                 workers = await self.live_workers(max_age_s=0.0)
+                self.models = sorted({m for w in workers for m in w.get("models", {})})
                 self._ready = bool(workers)
                 self.not_ready = None if workers else "Redis is up but no gram worker is alive"
             except RedisError as err:
@@ -338,6 +356,12 @@ class RedisJobQueue:
         """Model name -> its registration (task, n_sup, slots, version, card) from a live worker."""
         workers = await self._guard(self.live_workers())
         return {name: info for w in workers for name, info in w.get("models", {}).items()}
+
+    async def model_cards(self) -> list[dict[str, Any]]:
+        """/models in Redis mode: each served model as its worker registered it (fields of ModelCard)."""
+        fields = ("task", "slots", "batching", "n_sup", "parameters", "config", "card")
+        return [{"name": name, "ready": True, **{k: info[k] for k in fields if k in info}}
+                for name, info in sorted((await self.served_models()).items())]
 
     async def depth(self, model: str) -> int:
         """Jobs waiting or running for ``model`` (workers delete finished entries)."""

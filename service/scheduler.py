@@ -11,7 +11,8 @@ The engine (service/engine.py) drives it once per iteration:
 
 Modes (``BatchingMode``):
 - continuous: every iteration admits waiting trajectories (FCFS by job arrival, a job's trajectories in
-  index order) into every free slot, including slots freed by the previous update. Every row is verified
+  index order; or ``admission="round_robin"``: one slot per waiting job per pass, in arrival order) into
+  every free slot, including slots freed by the previous update. Every row is verified
   after every step; a trajectory retires when its candidate is valid, when the halting head says stop
   (q_halt > 0) or at its job's max_steps.
 - request: request-level dynamic batching (Triton / Ray Serve style). A batch starts when the slots are
@@ -142,9 +143,13 @@ class Scheduler:
         mode: BatchingMode = BatchingMode.continuous,
         batch_wait_s: float = 0.0,
         use_halting: bool = True,
+        admission: str = "fcfs",
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
+        if admission not in ("fcfs", "round_robin"):
+            raise ValueError(f"admission must be 'fcfs' or 'round_robin', got {admission!r}")
+        self.admission = admission
         self.num_slots = slots
         self.mode = BatchingMode(mode)
         self.batch_wait_s = batch_wait_s
@@ -273,17 +278,23 @@ class Scheduler:
         if self.mode == BatchingMode.serial:
             candidates = candidates[:1]
         admitted: set[int] = set()
-        for state in candidates:
-            while free and state.next_traj < state.width:
-                slot_index = free.pop(0)
-                self._slots[slot_index] = _Slot(job_id=state.job.id, traj=state.next_traj)
-                state.active.add(slot_index)
-                state.next_traj += 1
-                admitted.add(slot_index)
-                if state.first_admit is None:
-                    state.first_admit = now
-            if not free:
-                break
+        # fcfs: the oldest job takes every free slot it can use, then the next. round_robin: one slot per
+        # job per pass (in arrival order), so a narrow job is not held behind a wide one.
+        per_pass = 1 if self.admission == "round_robin" else None
+        while free and candidates:
+            for state in candidates:
+                take = state.width - state.next_traj if per_pass is None else per_pass
+                for _ in range(min(take, len(free))):
+                    slot_index = free.pop(0)
+                    self._slots[slot_index] = _Slot(job_id=state.job.id, traj=state.next_traj)
+                    state.active.add(slot_index)
+                    state.next_traj += 1
+                    admitted.add(slot_index)
+                    if state.first_admit is None:
+                        state.first_admit = now
+                if not free:
+                    break
+            candidates = [s for s in candidates if s.next_traj < s.width]
         return admitted
 
     def _batch_ready(self, now: float) -> bool:

@@ -25,6 +25,9 @@ class _Strict(BaseModel):
 
 
 class SolveCommon(_Strict):
+    model: StrictStr | None = Field(
+        None, description="a loaded model's name (GET /models); default: the first serving the task"
+    )
     num_trajectories: StrictInt = Field(
         20, ge=1, description="width budget: trajectories sampled at most (capped by GRAM_MAX_TRAJECTORIES)"
     )
@@ -127,7 +130,7 @@ class SampleRequest(_Strict):
 class SampleResponse(BaseModel):
     model: str
     images: list[str | list[str]] = Field(description="png: base64 PNG; bits: 28 strings of 28 '0'/'1'")
-    grid_png: str = Field(description="all images in one base64 PNG grid")
+    grid_png: str = Field(description="all images in one base64 PNG grid (empty when there are none)")
     complete: bool
     steps: int
     elapsed_ms: float

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,9 @@ class Settings(BaseSettings):
     max_trajectories: int = Field(1024, ge=1, description="cap on num_trajectories of one request")
     max_queue: int = Field(256, ge=1, description="jobs waiting or running per model before 429")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this get 413")
+    admission: Literal["fcfs", "round_robin"] = Field(
+        "fcfs", description="continuous mode: who gets freed slots (oldest job first, or one per job in turn)"
+    )
     request_batch_wait_ms: float = Field(
         10.0, ge=0.0, description="request mode: how long a batch waits after its first arrival"
     )

@@ -93,7 +93,7 @@ class Worker:
         self.running: dict[str, dict[str, _Running]] = {name: {} for name in runtime.engines}
         self._capacity = {name: asyncio.Event() for name in runtime.engines}
         self._stopping = asyncio.Event()
-        self.redis_ok = False
+        self.redis_ok = True  # until a command fails (then the first failure is logged)
         self.last_tick = time.monotonic()
         self.completed = 0
 
@@ -117,6 +117,7 @@ class Worker:
         await self._drain(grace_s)
         await self.redis.aclose()
         await self.blocking.aclose()
+        log.info("worker %s stopped (%d jobs answered)", self.consumer, self.completed)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -128,15 +129,25 @@ class Worker:
     async def _loop(self, name: str, body: Callable[[], Awaitable[None]], every_s: float) -> None:
         backoff = 0.1
         while True:
+            _honour_cancel()
+            self.last_tick = time.monotonic()
             try:
                 await body()
-                self.redis_ok, backoff = True, 0.1
-                self.last_tick = time.monotonic()
+                self._redis_up()
+                backoff = 0.1
                 await asyncio.sleep(every_s)
             except RedisError as err:
                 self._redis_down(name, err)
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
+            except Exception:  # a bug must not silently end a loop the worker depends on
+                log.exception("worker %s: %s failed; retrying", self.consumer, name)
+                await asyncio.sleep(1.0)
+
+    def _redis_up(self) -> None:
+        if not self.redis_ok:
+            log.info("worker %s: Redis at %s is reachable", self.consumer, self.rs.queue_url)
+        self.redis_ok = True
 
     def _redis_down(self, where: str, err: Exception) -> None:
         if self.redis_ok:
@@ -173,33 +184,38 @@ class Worker:
     async def _read_loop(self, model: str) -> None:
         backoff = 0.1
         while True:
-            free = self._free(model)
-            if free == 0:
+            _honour_cancel()
+            if self._free(model) == 0:
                 self._capacity[model].clear()
                 await self._capacity[model].wait()
                 continue
             try:
-                reply = await self.blocking.xreadgroup(
-                    GROUP, self.consumer, {stream_key(model): ">"}, count=free,
-                    block=int(self.rs.worker_block_s * 1000),
-                )
-                self.redis_ok, backoff = True, 0.1
-            except ResponseError as err:
-                if "NOGROUP" not in str(err):
-                    raise
-                await self._ensure_group(model)
-                continue
-            except RedisError as err:
+                await self._read_once(model)
+                self._redis_up()
+                backoff = 0.1
+            except RedisError as err:  # what was read stays pending here and is re-claimed after the outage
                 self._redis_down(f"read {model}", err)
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
-                continue
-            try:
-                for _stream, entries in reply or []:
-                    for entry_id, fields in entries:
-                        await self._accept(model, _text(entry_id), fields, deliveries=1)
-            except RedisError as err:  # what was read stays pending here and is re-claimed after the outage
-                self._redis_down(f"accept {model}", err)
+            except Exception:  # likewise; a bug must not end the read loop
+                log.exception("worker %s: reading jobs of %s failed", self.consumer, model)
+                await asyncio.sleep(1.0)
+
+    async def _read_once(self, model: str) -> None:
+        """One XREADGROUP for as many new jobs as there is room for, and start them."""
+        try:
+            reply = await self.blocking.xreadgroup(
+                GROUP, self.consumer, {stream_key(model): ">"}, count=self._free(model),
+                block=int(self.rs.worker_block_s * 1000),
+            )
+        except ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            await self._ensure_group(model)  # Redis restarted without its data, or a new stream
+            return
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                await self._accept(model, _text(entry_id), fields, deliveries=1)
 
     async def _accept(
         self, model: str, entry: str, fields: dict[bytes, bytes] | None, deliveries: int
@@ -332,10 +348,8 @@ class Worker:
             for model, runs in left.items():
                 # Marked idle past the claim timeout: the next janitor anywhere takes them (no delivery
                 # counted, JUSTID), instead of waiting for this worker's heartbeat to age.
-                await self.redis.execute_command(
-                    "XCLAIM", stream_key(model), GROUP, self.consumer, 0, *[r.entry for r in runs],
-                    "IDLE", int(self.rs.claim_idle_s * 1000) + 1, "JUSTID",
-                )
+                await self.redis.xclaim(stream_key(model), GROUP, self.consumer, 0, [r.entry for r in runs],
+                                        idle=int(self.rs.claim_idle_s * 1000) + 1, justid=True)
             await self.redis.delete(worker_key(self.consumer))
         except RedisError as err:
             log.warning("worker %s: could not hand back unfinished jobs (%s); they are re-claimed after "
@@ -344,6 +358,14 @@ class Worker:
     def healthy(self) -> bool:
         """Liveness: the event loop still turns (a wedged worker should be restarted)."""
         return time.monotonic() - self.last_tick < max(30.0, 10 * self._heartbeat_s)
+
+
+def _honour_cancel() -> None:
+    """Raise CancelledError when this task was cancelled: on Python 3.11, asyncio.wait_for inside redis-py
+    can swallow a cancellation that lands while a command is being sent, and these loops never end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _text(value: bytes | str) -> str:

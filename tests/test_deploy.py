@@ -167,7 +167,14 @@ def test_dashboard_has_fixed_uid_and_uses_the_provisioned_datasource() -> None:
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     providers = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/gram.yml").read_text())
-    assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    mounts = dict(
+        v.split(":")[:2][::-1] for v in _compose_config()["services"]["grafana"]["volumes"]
+    )  # container path -> host path
+    assert Path(mounts[providers["providers"][0]["options"]["path"]]) == DASHBOARD.parent
+    assert Path(mounts["/etc/grafana/provisioning"]) == DEPLOY / "grafana" / "provisioning"
+    grafana_env = _compose_config()["services"]["grafana"]["environment"]
+    home = grafana_env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(mounts[str(Path(home).parent)]) / Path(home).name == DASHBOARD
 
 
 @pytest.mark.parametrize(

@@ -138,21 +138,22 @@ async def post_many(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Respon
 
 def answer(response: httpx.Response) -> list[tuple[Any, int, float, int]]:
     assert response.status_code == 200, response.text
-    return [(str(s["solution"]), s["count"], s["score"], s["first_step"]) for s in response.json()["solutions"]]
+    solutions = response.json()["solutions"]
+    return [(str(s["solution"]), s["count"], s["score"], s["first_step"]) for s in solutions]
 
 
-# -- ops endpoints -------------------------------------------------------------------------------------------
+# -- ops endpoints ---------------------------------------------------------------------------------
 def test_health_ready_and_model_cards(url: str) -> None:
     assert httpx.get(url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(url + "/readyz")
-    assert ready.status_code == 200 and len(ready.json()["models"]) == 4
     cards = httpx.get(url + "/models").json()["models"]
+    assert ready.status_code == 200 and sorted(ready.json()["models"]) == sorted(c["name"] for c in cards)
     assert {c["task"] for c in cards} == set(TASKS)
     assert all(c["ready"] and c["slots"] == 32 and c["batching"] == "continuous" and c["n_sup"] >= 1
                for c in cards)
 
 
-# -- answers checked by the exact solvers -------------------------------------------------------------------
+# -- answers checked by the exact solvers ----------------------------------------------------------
 def test_sudoku_solutions_are_the_exact_solution(url: str) -> None:
     response = post(url, "/solve", {"task": "sudoku", "puzzle": SUDOKU, "seed": 0, "num_trajectories": 16})
     solutions = [s["solution"] for s in response.json()["solutions"]]
@@ -199,7 +200,7 @@ def test_graph_coloring_solutions_respect_edges_and_fixed_colours(url: str) -> N
         assert response["solutions"], response
 
 
-# -- reproducibility -------------------------------------------------------------------------------------------
+# -- reproducibility -------------------------------------------------------------------------------
 REPRO = {"task": "nqueens", "n": 8, "queens": [[0, 2]], "seed": 1234, "num_trajectories": 12,
          "max_solutions": 3, "max_steps": 6}
 
@@ -241,7 +242,7 @@ def test_fifty_concurrent_requests_are_all_answered(url: str) -> None:
     assert all(r.json()["num_trajectories"] >= 1 for r in responses)
 
 
-# -- sampling ----------------------------------------------------------------------------------------------------
+# -- sampling --------------------------------------------------------------------------------------
 def test_sample_returns_pngs_and_a_grid(url: str) -> None:
     body = post(url, "/sample", {"n": 3, "seed": 5, "format": "png", "steps": 4}).json()
     assert len(body["images"]) == 3
@@ -257,7 +258,7 @@ def test_sample_returns_pngs_and_a_grid(url: str) -> None:
         assert ["".join("1" if p else "0" for p in pixels[r * 28:(r + 1) * 28]) for r in range(28)] == rows
 
 
-# -- metrics and disconnects ---------------------------------------------------------------------------------------
+# -- metrics and disconnects -----------------------------------------------------------------------
 ENGINE_METRICS = (
     "gram_queue_depth", "gram_queue_wait_seconds", "gram_active_slots", "gram_slots_total",
     "gram_batch_occupancy", "gram_step_duration_seconds", "gram_job_duration_seconds",
@@ -282,7 +283,7 @@ def test_metrics_are_exported(url: str) -> None:
         assert f"# TYPE {name}" in text, name
     assert "http_requests_total" in text or "http_request_duration_seconds" in text
     assert metric(text, "gram_jobs_total", task="nqueens", outcome="complete") >= 1
-    assert metric(text, "gram_slots_total") == 4 * 32
+    assert metric(text, "gram_slots_total") == 32 * len(httpx.get(url + "/models").json()["models"])
     assert metric(text, "gram_workers") == 1
 
 

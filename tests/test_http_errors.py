@@ -90,6 +90,8 @@ def detail(response: httpx.Response) -> str:
         ({"task": "nqueens", "n": 8, "timeout_ms": 0}, "timeout_ms"),
         ({"task": "nqueens", "n": 8, "timeout_ms": "soon"}, "timeout_ms"),
         ({"task": "nqueens", "n": 8, "colour": "blue"}, "colour"),
+        ({"task": "nqueens", "n": 8, "model": "sudoku"}, "does not serve task 'nqueens'"),
+        ({"task": "nqueens", "n": 8, "model": "nope"}, "nope"),
     ],
 )
 def test_invalid_solve_bodies_get_422_naming_the_problem(app: Any, body: dict[str, Any], needle: str) -> None:
@@ -151,7 +153,7 @@ def test_deadline_returns_200_with_complete_false() -> None:
         response = call(app, "POST", "/solve", json=body)
         assert response.status_code == 200
         assert response.json()["complete"] is False
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 10
     finally:
         runtime.stop()
 
@@ -193,3 +195,16 @@ def test_openapi_has_an_example_per_task(app: Any) -> None:
     for example in examples.values():
         assert call(app, "POST", "/solve", json={**example["value"], "num_trajectories": 2,
                                                  "max_steps": 1}).status_code == 200
+
+
+def test_readyz_is_503_until_the_models_are_loaded(tmp_path: Any) -> None:
+    settings = Settings(weights_dir=tmp_path)  # an empty folder: loading fails
+    runtime = Runtime(settings)
+    app = create_app(settings, runtime=runtime)
+    loading = call(app, "GET", "/readyz")
+    assert loading.status_code == 503 and loading.json()["status"] == "loading"
+    assert call(app, "GET", "/healthz").status_code == 200
+    runtime.load()
+    failed = call(app, "GET", "/readyz")
+    assert failed.status_code == 503 and failed.json()["status"] == "error"
+    assert "no *.safetensors" in failed.json()["detail"]

@@ -86,6 +86,7 @@ def _rec(
         status=status,
         complete=complete if 200 <= status < 300 else None,
         num_solutions=2 if 200 <= status < 300 else None,
+        server_steps=int(10 * latency) if latency is not None and 200 <= status < 300 else None,
     )
 
 
@@ -110,6 +111,7 @@ def test_summary_counts_rates_goodput_and_excludes_rejections_from_latency() -> 
     assert s.rate_incomplete == pytest.approx(1 / 4)
     assert s.p50_s == pytest.approx(2.5)  # over 1, 2, 3, 10 only: the fast 429 is not a latency
     assert s.solutions_per_ok == pytest.approx(2.0)
+    assert s.traj_steps_per_ok == pytest.approx((10 + 20 + 30 + 100) / 4)
 
 
 def test_light_load_makespan_is_at_least_the_offered_window() -> None:
@@ -225,6 +227,7 @@ def _point(mode: str, offered: float, thru: float, p99: float, shed: float = 0.0
         rate_error=0.0,
         rate_incomplete=0.0,
         solutions_per_ok=1.0,
+        traj_steps_per_ok=10.0,
         max_send_lag_s=0.0,
         makespan_s=10.0,
     )
@@ -318,3 +321,11 @@ def test_mixes_are_deterministic_and_cover_their_families() -> None:
     assert widths == {1, 4, 16, 64}
     with pytest.raises(ValueError):
         make_requests("nope", 1, 1, seed=0)
+
+
+def test_one_seed_at_two_rates_gives_the_same_arrivals_compressed() -> None:
+    """Common random numbers across load points: the realised load grows with the offered one."""
+    slow = arrival_times(2.0, 100.0, np.random.default_rng(0))
+    fast = arrival_times(4.0, 100.0, np.random.default_rng(0))
+    assert np.allclose(fast[: len(slow) // 2], slow[: len(slow) // 2] / 2)
+    assert len(fast) > len(slow)

@@ -144,3 +144,18 @@ def test_bf16_model_steps() -> None:
     h, l = model.init_state(2)
     out = model.step(h, l, e_x, keys([1, 1], [0, 1]))
     assert out.h.dtype == torch.bfloat16 and out.token_logprob.dtype == torch.float32
+
+
+def test_grid_positions_factor_into_rows_columns_and_boxes() -> None:
+    model = tiny_model("sudoku", positions="grid")
+    grid = model.grid_pos
+    assert grid is not None and set(grid.names) == {"row", "col", "diag", "anti", "box"}
+    with torch.no_grad():
+        grid.diag_emb.zero_()
+        grid.anti_emb.zero_()
+        grid.box_emb.zero_()
+        pos = grid().view(9, 9, -1)
+    # Rows and columns are shared factors: moving one column changes every row the same way.
+    torch.testing.assert_close(pos[0, 3] - pos[0, 5], pos[7, 3] - pos[7, 5])
+    with pytest.raises(ValueError, match="square"):
+        GRAMConfig("toy", seq_len=10, in_group=1, in_vocab=3, out_group=1, out_vocab=3, positions="grid")

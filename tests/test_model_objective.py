@@ -122,3 +122,16 @@ def test_baseline_has_no_kl() -> None:
     task, x, y = _batch("nqueens", 2)
     out = GRAMObjective(model, task.verify)(x, y, *model.init_state(2))
     assert float(out.kl) == 0.0 and torch.isfinite(out.loss)
+
+
+def test_prior_carry_hides_the_target_from_the_next_step_and_posterior_carry_does_not() -> None:
+    _, x, y = _batch("nqueens", 2)
+    y_other = torch.where(y == 2, torch.ones_like(y), torch.where(y == 1, torch.full_like(y, 2), y))
+    for carry, same in (("prior", True), ("posterior", False)):
+        model = tiny_model("nqueens", carry=carry, T=2).train()
+        torch.nn.init.normal_(model.posterior.proj.weight, std=0.2)
+        objective = GRAMObjective(model)
+        h, l = model.init_state(2)
+        a = objective(x, y, h, l, torch.Generator().manual_seed(0)).h
+        b = objective(x, y_other, h, l, torch.Generator().manual_seed(0)).h
+        assert torch.equal(a, b) == same, carry

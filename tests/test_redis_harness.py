@@ -7,6 +7,7 @@ written to a temporary folder (``model.gram.tiny_model``)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -67,6 +68,7 @@ class Server:
             self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
         )
         out.close()
+        _STARTED.append(self)
         return self
 
     @property
@@ -95,6 +97,16 @@ class Server:
     def tail(self, lines: int = 30) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return f"--- {self.name} ({self.log}) ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+_STARTED: list[Server] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test run cut short (timeout, Ctrl-C) must not leave servers behind: stop them by pid."""
+    for server in _STARTED:
+        server.stop(timeout_s=5)
 
 
 def start_redis(tmp: Path, port: int | None = None) -> Server:

@@ -58,6 +58,19 @@ def test_admission_is_fcfs_by_job_then_trajectory_index() -> None:
     assert all(r.step == 0 and r.verify and not r.final for r in plan.rows)
 
 
+def test_round_robin_admission_gives_each_waiting_job_a_slot_in_turn() -> None:
+    s = Scheduler(slots=5, admission="round_robin")
+    s.add(job("wide", width=100), 0.0)
+    s.add(job("a", width=1), 0.0)
+    s.add(job("b", width=3), 0.0)
+    plan = s.schedule(0.0)
+    assert [(r.job_id, r.traj) for r in plan.rows] == [
+        ("wide", 0), ("a", 0), ("b", 0), ("wide", 1), ("b", 1)
+    ]
+    with pytest.raises(ValueError, match="admission"):
+        Scheduler(slots=1, admission="lottery")
+
+
 def test_freed_slot_is_refilled_by_the_very_next_plan() -> None:
     s = Scheduler(slots=2)
     s.add(job("a", width=2, max_solutions=2), 0.0)
@@ -231,7 +244,7 @@ def test_answers_do_not_depend_on_the_other_jobs_in_the_batch() -> None:
     alone.add(job("target", width=12, max_solutions=3), 0.0)
     reference = run_all(alone, world)["target"]
     for slots in (1, 3, 7, 16):
-        busy = Scheduler(slots=slots)
+        busy = Scheduler(slots=slots, admission="round_robin" if slots % 2 else "fcfs")
         for i in range(6):
             busy.add(job(f"other{i}", width=1 + 5 * i, max_solutions=2), 0.0)
         busy.add(job("target", width=12, max_solutions=3), 0.0)
@@ -242,9 +255,10 @@ def test_answers_do_not_depend_on_the_other_jobs_in_the_batch() -> None:
         assert (got.num_trajectories, got.steps) == (reference.num_trajectories, reference.steps)
 
 
-def test_no_starvation_under_mixed_widths() -> None:
+@pytest.mark.parametrize("admission", ["fcfs", "round_robin"])
+def test_no_starvation_under_mixed_widths(admission: str) -> None:
     world = _random_world(2)
-    s = Scheduler(slots=8)
+    s = Scheduler(slots=8, admission=admission)
     rng = random.Random(3)
     arrivals = {i: rng.choice([1, 2, 64, 3, 200]) for i in range(40)}
     done: dict[str, FinishedJob] = {}

@@ -82,5 +82,6 @@ def train(
 
         trainer = run_training(tc, run_dir, resume=resume, progress=on_progress, overrides=limits)
     console.print(
-        f"{name}: {trainer.step} steps, {trainer.train_time:.0f}s of training, model in {run_dir / MODEL_FILE}"
+        f"{name}: {trainer.step} steps, {trainer.train_time:.0f}s of training, "
+        f"model in {run_dir / MODEL_FILE}"
     )

@@ -1,0 +1,94 @@
+"""Markdown tables from result folders, for BENCHMARKS.md (so no figure is copied by hand).
+
+python -m loadtests.report sweep loadtests/results/sweep-nqueens8
+python -m loadtests.report quality loadtests/results/quality-nqueens8
+python -m loadtests.report overhead loadtests/results/overhead
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _f(value: object, digits: int = 2, pct: bool = False) -> str:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(v):
+        return "–"
+    if math.isinf(v):
+        return "∞"
+    return f"{100 * v:.{max(digits - 1, 0)}f}%" if pct else f"{v:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+@app.command()
+def sweep(folder: Annotated[Path, typer.Argument()]) -> None:
+    """Per load point table and the mode ratios of a sweep folder."""
+    with (folder / "sweep.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    header = ["mode", "offered/s", "sent/s", "thru/s", "goodput/s", "p50 s", "p95 s", "p99 s", "429", "err",
+              "occupancy", "traj-steps/req"]  # fmt: skip
+    body = [
+        [r["mode"], _f(r["offered_rps"]), _f(r["arrived_rps"]), _f(r["throughput_rps"]), _f(r["goodput_rps"]),
+         _f(r["p50_s"]), _f(r["p95_s"]), _f(r["p99_s"]), _f(r["rate_429"], pct=True),
+         _f(r["rate_error"], pct=True), _f(r["mean_batch_occupancy"]),
+         _f(r.get("traj_steps_per_ok", "nan"), 0)]
+        for r in rows
+    ]  # fmt: skip
+    print(_table(header, body))
+    ratios = json.loads((folder / "ratios.json").read_text())
+    print()
+    print(_table(["figure", "value"], [[k, _f(v)] for k, v in ratios.items()]))
+
+
+@app.command()
+def quality(folder: Annotated[Path, typer.Argument()]) -> None:
+    """Headline table of a quality folder: each model and policy at full width and steps."""
+    s = json.loads((folder / "summary.json").read_text())
+    body = []
+    for key, val in s.items():
+        if isinstance(val, dict) and "coverage" in val:
+            model, policy = key.split("/")
+            body.append([model, policy, _f(val["accuracy"], 3), _f(val["solved"], 3), _f(val["coverage"], 3),
+                         _f(val["steps"], 0)])  # fmt: skip
+    print(f"{s['puzzles']} puzzles {s['knobs']}, width {s['width']}, max_steps {s['max_steps']}")
+    print()
+    print(_table(["model", "policy", "accuracy", "solved", "coverage", "steps/puzzle"], body))
+    print()
+    ee = s["early_exit_at_equal_coverage"]
+    print(_table(["early exit figure", "value"], [[k, _f(v, 3)] for k, v in ee.items()]))
+
+
+@app.command()
+def overhead(folder: Annotated[Path, typer.Argument()]) -> None:
+    """Light-load overhead per width."""
+    s = json.loads((folder / "summary.json").read_text())
+    body = [
+        [w, _f(v["requests"], 0), _f(1000 * v["median_latency_s"], 1),
+         _f(1000 * v["median_engine_step_s"], 1), _f(1000 * v["median_overhead_s"], 1),
+         _f(v["median_overhead_ratio"], 2, pct=True),
+         _f(v["aggregate_overhead_ratio"], 2, pct=True), _f(v["mean_iterations"], 1)]
+        for w, v in s.items()
+    ]  # fmt: skip
+    header = ["width", "requests", "e2e ms (median)", "engine ms (median)", "overhead ms (median)",
+              "overhead % (median)", "overhead % (aggregate)", "iterations"]  # fmt: skip
+    print(_table(header, body))
+
+
+if __name__ == "__main__":
+    app()

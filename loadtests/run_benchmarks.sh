@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every figure in BENCHMARKS.md, in one bounded run (about 20 minutes on the 2-core CPU machine).
+#   loadtests/run_benchmarks.sh [WEIGHTS_DIR] [OUT]
+# WEIGHTS_DIR must hold nqueens.safetensors and nqueens_baseline.safetensors (default: model/weights).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WEIGHTS=${1:-model/weights}
+OUT=${2:-loadtests/results}
+PY=${PY:-.venv/bin/python}
+# One torch thread per engine: the load generator needs the other core (and training may share the CPU).
+THREADS=${THREADS:-1}
+SERVICE_ENV=(--env GRAM_MODELS=nqueens --env GRAM_TORCH_THREADS=$THREADS --env GRAM_MAX_QUEUE=64)
+
+echo "== machine"; nproc; uptime
+echo "== step time vs slots"
+$PY -m loadtests.step_scaling --checkpoint "$WEIGHTS/nqueens.safetensors" --threads "$THREADS" \
+  --batches 1,2,4,8,16,32,64,128 --csv "$OUT/step_scaling/step_scaling.csv" --png "$OUT/step_scaling/step_scaling.png"
+
+echo "== quality per compute (GRAM vs deterministic baseline, early exit on/off)"
+$PY -m loadtests.quality --checkpoint "$WEIGHTS/nqueens.safetensors" \
+  --baseline "$WEIGHTS/nqueens_baseline.safetensors" --puzzles "${QUALITY_PUZZLES:-8}" --width 256 \
+  --threads "$THREADS" --chunk 16 --out "$OUT/quality-nqueens8"
+
+echo "== service overhead at light load"
+$PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
+  --out "$OUT/overhead"
+
+echo "== batching modes: offered load to past saturation"
+$PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width 16 \
+  --rate-start "${RATE_START:-0.25}" --rate-factor 1.5 --max-points 10 --duration "${DURATION:-20}" \
+  --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s 570 --out "$OUT/sweep-nqueens8-w16"

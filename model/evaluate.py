@@ -1,0 +1,209 @@
+"""`gram eval`: the JSON report of a checkpoint on its held-out set (GRAM.md section 4).
+
+Inference runs exactly as the service runs it (encode / init_state / step with per-trajectory noise keys):
+each instance gets N trajectories (seed, traj = 0..N-1); after every supervision step the candidate is
+checked by the family's verifier and a trajectory retires with its first valid answer, when the halting
+head says stop (q_halt > 0), or after ``max_steps``. Metrics over the first n of the N trajectories:
+- accuracy@n: at least one valid answer among n samples (N-Queens "accuracy" in the paper = acc@1);
+- coverage@n: distinct valid answers (the family's canonical key) / all valid answers (exact solver),
+  averaged per instance;
+- colouring conflicts: edges with equal endpoint colours in each instance's first sample, summed over the
+  set (the paper's magnitudes suggest totals) and per graph;
+- Sudoku: solve rate per difficulty tier.
+The held-out set is the one excluded from that checkpoint's training (model.data.heldout_set with the
+seed and size in the card), so no instance, nor a symmetric copy of it, was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.data import HeldOut, heldout_set
+from model.gram import GRAM, NoiseKeys
+from model.tasks.base import Task
+from model.tasks.registry import get_task
+
+NS = (1, 5, 20, 50)
+SOLVER_CAP = 5000
+
+
+@torch.no_grad()
+def sample_answers(
+    model: GRAM, task: Task, x: torch.Tensor, n_traj: int, max_steps: int, seed: int = 0, slots: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``n_traj`` trajectories for one input x [L, G_in].
+
+    Returns (answers [n_traj, L, G_out], valid bool [n_traj], steps int [n_traj]) where each answer is the
+    trajectory's first valid candidate, else its candidate when it halted or ran out of steps.
+    """
+    dev = model.device
+    x = x.to(dev)
+    e_one = model.encode(x.unsqueeze(0))
+    answers, valid, steps = [], [], []
+    for start in range(0, n_traj, slots):
+        b = min(slots, n_traj - start)
+        traj = torch.arange(start, start + b, device=dev)
+        seeds = torch.full((b,), seed, dtype=torch.long, device=dev)
+        h, l = model.init_state(b)
+        e_x = e_one.expand(b, -1, -1)
+        xb = x.unsqueeze(0).expand(b, -1, -1)
+        ans = torch.zeros(b, *x.shape[:1], model.config.out_group, dtype=torch.long, device=dev)
+        ok = torch.zeros(b, dtype=torch.bool, device=dev)
+        used = torch.zeros(b, dtype=torch.long, device=dev)
+        active = torch.arange(b, device=dev)
+        for n in range(max_steps):
+            if active.numel() == 0:
+                break
+            noise = NoiseKeys(seeds[active], traj[active], torch.full_like(active, n))
+            out = model.step(h, l, e_x[active], noise)
+            h, l = out.h, out.l
+            v = task.verify(out.tokens, xb[active])
+            stop = v | (out.q_halt > 0) | (n + 1 == max_steps)
+            ans[active] = out.tokens
+            ok[active] = v
+            used[active] = n + 1
+            keep = ~stop
+            active, h, l = active[keep], h[keep], l[keep]
+        answers.append(ans)
+        valid.append(ok)
+        steps.append(used)
+    return torch.cat(answers), torch.cat(valid), torch.cat(steps)
+
+
+def coloring_conflicts(y: torch.Tensor, x: torch.Tensor) -> int:
+    """Edges whose endpoints got the same colour token (colouring family layout: sub j < 16 is edge i-j)."""
+    n_slots = x.shape[0]
+    adj = x[:, :n_slots] == 2
+    colours = y[:, 0]
+    same = (colours[:, None] == colours[None, :]) & (colours[:, None] > 0)
+    return int((adj & same).triu(1).sum())
+
+
+def evaluate(
+    model: GRAM, per_setting: int = 100, n_max: int = 50, max_steps: int | None = None, seed: int = 0,
+    heldout: list[HeldOut] | None = None, progress: Any = None,
+) -> dict[str, Any]:
+    task = get_task(model.config.task)
+    card = model.card
+    if heldout is None:
+        # The exact set the run excluded from training, then its first ``per_setting`` of each setting.
+        size = int(card.get("heldout_per_setting", per_setting))
+        full = heldout_set(task, size, int(card.get("heldout_seed", 12345)))
+        taken: dict[str, int] = defaultdict(int)
+        heldout = []
+        for h in full:
+            if taken[h.setting] < per_setting:
+                heldout.append(h)
+                taken[h.setting] += 1
+    max_steps = max_steps or model.config.n_sup
+    ns = [n for n in NS if n <= n_max]
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    t0 = time.monotonic()
+    for i, item in enumerate(heldout):
+        answers, valid, steps = sample_answers(model, task, item.instance.x, n_max, max_steps, seed=seed + i)
+        x = item.instance.x
+        solutions = task.solve(item.instance, SOLVER_CAP)
+        all_keys = {task.canonical_key(x, s) for s in solutions}
+        rec = per[item.setting]
+        for n in ns:
+            found = {task.canonical_key(x, answers[j].cpu()) for j in range(n) if valid[j]}
+            rec[f"accuracy@{n}"].append(float(bool(found)))
+            rec[f"coverage@{n}"].append(len(found & all_keys) / max(len(all_keys), 1))
+        rec["solutions"].append(float(len(all_keys)))
+        rec["mean_steps"].append(float(steps.float().mean()))
+        if task.name == "graph_coloring":
+            rec["conflicts_first_sample"].append(float(coloring_conflicts(answers[0].cpu(), x)))
+        if progress is not None:
+            progress(i + 1, len(heldout))
+    settings: dict[str, Any] = {}
+    for name, rec in per.items():
+        summary: dict[str, Any] = {"instances": len(rec["solutions"])}
+        for key, values in rec.items():
+            mean = sum(values) / len(values)
+            percent = key.startswith(("accuracy", "coverage"))
+            summary[key] = round(100.0 * mean, 2) if percent else round(mean, 3)
+        if "conflicts_first_sample" in rec:
+            summary["conflicts_total"] = int(sum(rec["conflicts_first_sample"]))
+            summary["conflicts_per_graph"] = summary.pop("conflicts_first_sample")
+        settings[name] = summary
+    return {
+        "checkpoint": card.get("name", model.config.task), "task": model.config.task,
+        "stochastic": model.config.stochastic, "params": model.num_parameters(),
+        "samples_per_instance": n_max, "max_steps": max_steps, "seed": seed,
+        "heldout": {"seed": card.get("heldout_seed"), "disjoint_from_training": "by canonical input form"},
+        "settings": settings, "eval_seconds": round(time.monotonic() - t0, 1),
+        "metrics": "accuracy@n / coverage@n in %, over the first n of the samples; coverage per instance",
+    }
+
+
+@torch.no_grad()
+def sample_mnist(model: GRAM, count: int, seed: int = 0, steps: int | None = None) -> torch.Tensor:
+    """``count`` unconditional samples as tokens [count, 49, 16] (x blank)."""
+    task = get_task("mnist")
+    x = task.blank_input().unsqueeze(0).expand(count, -1, -1)  # type: ignore[attr-defined]
+    e_x = model.encode(x)
+    h, l = model.init_state(count)
+    traj = torch.arange(count)
+    out = None
+    for n in range(steps or model.config.n_sup):
+        out = model.step(h, l, e_x, NoiseKeys(torch.full((count,), seed), traj, torch.full((count,), n)))
+        h, l = out.h, out.l
+    assert out is not None
+    return out.tokens
+
+
+def mnist_report(model: GRAM, count: int = 64, seed: int = 0, png: Path | None = None) -> dict[str, Any]:
+    """Sample statistics against the binarized training data (ink fraction, diversity) and a PNG grid."""
+    from model.tasks import mnist
+
+    tokens = sample_mnist(model, count, seed)
+    bits = mnist.from_tokens(tokens)  # [count, 28, 28]
+    report: dict[str, Any] = {
+        "checkpoint": model.card.get("name", "mnist"), "task": "mnist", "samples": count,
+        "steps": model.config.n_sup, "params": model.num_parameters(),
+        "ink_fraction_samples": round(float(bits.float().mean()), 4),
+        "distinct_samples": len({bytes(b.flatten().tolist()) for b in bits.to(torch.uint8)}),
+    }
+    try:
+        data = mnist.load_mnist(split="train")
+        report["ink_fraction_data"] = round(float(mnist.binarize(data[:2000]).float().mean()), 4)
+    except (OSError, ValueError):
+        pass
+    if png is not None:
+        png.write_bytes(mnist.render_grid_png(bits, columns=8, scale=2))
+        report["png"] = str(png)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Evaluate a GRAM checkpoint on its held-out set (JSON).")
+    p.add_argument("checkpoint")
+    p.add_argument("--per-setting", type=int, default=100)
+    p.add_argument("--samples", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.checkpoint)
+    if model.config.task == "mnist":
+        report = mnist_report(model, png=Path(args.out).with_suffix(".png") if args.out else None)
+    else:
+        report = evaluate(model, args.per_setting, args.samples, args.max_steps)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
