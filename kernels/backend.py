@@ -53,27 +53,28 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
 
 
-def _triton_loaded_for_compiler() -> bool:
-    std = sys.modules.get("triton.language.standard")
-    if std is None:
-        return False
-    return type(getattr(std, "sigmoid", None)).__name__ == "JITFunction"
-
-
 def enable_interpreter() -> None:
     """Run Triton kernels on the CPU through the interpreter (TRITON_INTERPRET=1).
 
-    triton.jit picks interpreter or compiler when a function is decorated, which for triton's own
-    library functions (tl.sum, ...) is when triton is imported. torch._dynamo imports triton, so in a
-    process that used torch.compile first, triton is already loaded for the compiler: drop it (and our
-    kernel modules) from sys.modules so they are imported afresh for the interpreter; code that already
-    holds the old modules keeps them."""
+    triton.jit picks interpreter or compiler when a function is decorated, so the variable must be set
+    before our kernel modules are imported; any already imported for the compiler are dropped and
+    imported again. triton itself is never re-imported (its C extension cannot be loaded twice): the
+    kernels use only builtins and their own jit helpers (see kernels.triton_util), which is what makes
+    them run under the interpreter even when torch.compile imported triton first."""
     os.environ["TRITON_INTERPRET"] = "1"
-    if _triton_loaded_for_compiler():
-        for name in [n for n in sys.modules if n == "triton" or n.startswith(("triton.", "kernels.triton_"))]:
-            del sys.modules[name]
+    stale = _compiled_modules()
+    for name in stale:
+        del sys.modules[name]
+    if stale:
         load_kernels.cache_clear()
-        triton_importable.cache_clear()
+
+
+def _compiled_modules() -> list[str]:
+    """Our kernel modules that were imported with the compiler, not the interpreter."""
+    util = sys.modules.get("kernels.triton_util")
+    if util is None or getattr(util, "INTERPRET", True):
+        return []
+    return [n for n in sys.modules if n.startswith("kernels.triton_")]
 
 
 def use_triton(*tensors: Any) -> bool:

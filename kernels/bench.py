@@ -91,7 +91,8 @@ def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Call
     if path.startswith("compile"):
         if "compiled" not in graphs:
             net = copy.deepcopy(model)
-            net.core = torch.compile(net.core)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            net.core = torch.compile(net.core, dynamic=True)  # one compilation for every batch size
             graphs["compiled"] = net
         net = graphs["compiled"]
     else:
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="CPU: torch intra-op threads (0 = default)")
     p.add_argument("--min-s", type=float, default=0.3, help="time each point for at least this long")
     p.add_argument("--budget-s", type=float, default=420.0, help="skip what is left after this many seconds")
-    p.add_argument("--csv", default="kernels_bench.csv", help="where to write the rows")
+    p.add_argument("--csv", default=None, help="output CSV (default kernels/results/bench_<dev>.csv)")
     args = p.parse_args(argv)
     args.tasks = (args.tasks or ("graph_coloring,nqueens" if args.cpu else "nqueens,sudoku")).split(",")
     default_batches = "16,64,256" if args.cpu else "64,256,1024,4096"
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu:
         os.environ["GRAM_KERNELS"] = "torch"
     device = torch.device("cpu" if args.cpu else "cuda")
+    if args.csv is None:
+        args.csv = os.path.join(os.path.dirname(__file__), "results", f"bench_{device.type}.csv")
+    os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
     torch.set_grad_enabled(False)
     start = time.perf_counter()
     cpu_name = f"CPU ({torch.get_num_threads()} threads)"

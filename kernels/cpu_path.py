@@ -7,7 +7,8 @@ measurement, overridable with GRAM_CPU_PATH=auto|fp32|bf16|compile.
 Every path takes and returns the engine's tensors unchanged in dtype (fp32 slot state): the bf16 path
 casts h, l, e_x on the way in and the new h, l on the way out, so the engine never sees a mixed batch.
 "compile" compiles the recursive core (the module run T*(K+1) times per step, where the FLOPs are), not
-the whole unrolled step, which keeps compilation to seconds instead of minutes on 2 cores.
+the whole unrolled step, which keeps compilation to seconds instead of minutes on 2 cores; the batch
+dimension is dynamic, so one compilation serves every batch size.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def make_step(model: Any, path: str) -> StepFn:
         return step_bf16
     if path == "compile":
         compiled = copy.deepcopy(model)
-        compiled.core = torch.compile(compiled.core, dynamic=False)
+        # dynamic=True: the engine's active-slot count changes from step to step and must not recompile
+        # each time. Every model's core shares one forward code object (f_L with 3 inputs, f_H with 2, per
+        # model instance), so a process serving several families needs more than dynamo's default 8.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        compiled.core = torch.compile(compiled.core, dynamic=True)
         return compiled.step
     raise ValueError(f"unknown CPU path {path!r}; known: {', '.join(PATHS)}")
 

@@ -129,7 +129,9 @@ class GraphedStep:
             def rerun() -> None:
                 fresh = step()
                 for f in dataclasses.fields(outputs):
-                    getattr(outputs, f.name).copy_(getattr(fresh, f.name))
+                    value = getattr(outputs, f.name)
+                    if isinstance(value, torch.Tensor):
+                        value.copy_(getattr(fresh, f.name))
 
             return _Replay(rerun, inputs, outputs)
         # Warm up on a side stream (lazy inits, cuBLAS handles, Triton compilation and autotuning must
@@ -149,6 +151,8 @@ class GraphedStep:
 
 
 def _first_rows(outputs: Any, batch: int) -> Any:
-    return dataclasses.replace(
-        outputs, **{f.name: getattr(outputs, f.name)[:batch].clone() for f in dataclasses.fields(outputs)}
-    )
+    def rows(value: Any) -> Any:
+        return value[:batch].clone() if isinstance(value, torch.Tensor) and value.dim() > 0 else value
+
+    fields = dataclasses.fields(outputs)
+    return dataclasses.replace(outputs, **{f.name: rows(getattr(outputs, f.name)) for f in fields})

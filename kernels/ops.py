@@ -34,7 +34,7 @@ def add_rmsnorm(x: torch.Tensor, delta: torch.Tensor, eps: float = 1e-5) -> torc
 
 def sum_rmsnorm(*tensors: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """rms_norm(sum(tensors)), up to four tensors: residual add + RMSNorm with the injection folded in."""
-    if use_triton(*tensors):
+    if 1 <= len(tensors) <= 4 and use_triton(*tensors):
         return load_kernels("triton_norm").sum_norm(tensors, normalize=True, eps=eps)
     return reference.sum_rmsnorm(*tensors, eps=eps)
 

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_util import next_pow2
+from kernels.triton_util import next_pow2, row_max, row_min, row_sum
 
 
 @triton.jit
@@ -24,11 +24,11 @@ def _decode_kernel(logits_ptr, tok_ptr, lp_ptr, n_rows, V,
     # is ever formed, even in lanes that are never stored.
     x = tl.load(logits_ptr + rows[:, None].to(tl.int64) * V + cols[None, :], mask=mask, other=0.0)
     x = tl.where(cols[None, :] < V, x.to(tl.float32), float("-inf"))
-    best = tl.max(x, axis=1)
+    best = row_max(x)
     # Lowest index attaining the max (torch.argmax's tie rule), written out to avoid depending on
     # tl.argmax's tie-break default, which has changed between Triton releases.
-    idx = tl.min(tl.where(x == best[:, None], cols[None, :], BLOCK_V), axis=1)
-    lse = best + tl.log(tl.sum(tl.exp(x - best[:, None]), axis=1))
+    idx = row_min(tl.where(x == best[:, None], cols[None, :], BLOCK_V))
+    lse = best + tl.log(row_sum(tl.exp(x - best[:, None])))
     tl.store(tok_ptr + rows, idx.to(tl.int64), mask=row_ok)
     tl.store(lp_ptr + rows, best - lse, mask=row_ok)
 

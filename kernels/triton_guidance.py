@@ -46,7 +46,7 @@ def _normals(seed_ptr, traj_ptr, counter_ptr, row, blocks):
     c1 = (counter & 0xFFFFFFFF).to(tl.uint32)
     c2 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
     c3 = ((traj >> 32) & 0xFFFFFFFF).to(tl.uint32)
-    zero = tl.zeros_like(blocks).to(tl.uint32)
+    zero = (blocks * 0).to(tl.uint32)
     r0, r1, r2, r3 = _philox4x32(
         blocks.to(tl.uint32), zero + c1, zero + c2, zero + c3, zero + k0, zero + k1,
         ROUNDS=10, M0=0xD2511F53, M1=0xCD9E8D57, W0=0x9E3779B9, W1=0xBB67AE85,
@@ -118,7 +118,7 @@ def _philox_raw_kernel(out_ptr, seed_ptr, traj_ptr, counter_ptr, n_blocks, BLOCK
     seed = tl.load(seed_ptr + row).to(tl.uint64)
     traj = tl.load(traj_ptr + row).to(tl.uint64)
     counter = tl.load(counter_ptr + row).to(tl.uint64)
-    zero = tl.zeros_like(blocks).to(tl.uint32)
+    zero = (blocks * 0).to(tl.uint32)
     r0, r1, r2, r3 = _philox4x32(
         blocks.to(tl.uint32), zero + (counter & 0xFFFFFFFF).to(tl.uint32),
         zero + ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32), zero + ((traj >> 32) & 0xFFFFFFFF).to(tl.uint32),

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_util import next_pow2
+from kernels.triton_util import next_pow2, row_sum
 
 MAX_INPUTS = 4
 
@@ -35,7 +35,7 @@ def _sum_norm_kernel(
     if N_INPUTS > 3:
         acc += tl.load(d_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if NORMALIZE:
-        mean_sq = tl.sum(acc * acc, axis=1) / n_cols
+        mean_sq = row_sum(acc * acc) / n_cols
         acc = acc * tl.rsqrt(mean_sq + eps)[:, None]
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_util import INTERPRET, dot_precision, next_pow2, tuned
+from kernels.triton_util import INTERPRET, dot_precision, next_pow2, row_sum, tuned
 
 # Widest D_in/D_out the one-kernel SwiGLU keeps on chip. Compiled for sm_90 (python -m kernels.aot_check)
 # its smallest config needs 65 KB of shared memory at 256 in bf16 but 233 KB at 256 in fp32, over the
@@ -98,7 +98,7 @@ def _swiglu_fused_kernel(
     if RESIDUAL_NORM:
         # D_IN == D_OUT here, so the x tile is the residual and BLOCK_K == BLOCK_N.
         acc += x.to(tl.float32)
-        mean_sq = tl.sum(acc * acc, axis=1) / D_OUT
+        mean_sq = row_sum(acc * acc) / D_OUT
         acc = acc * tl.rsqrt(mean_sq + eps)[:, None]
     o_mask = row_ok[:, None] & (ns[None, :] < D_OUT)
     tl.store(out_ptr + rb[:, None] * sob + rr[:, None] * sor + ns[None, :] * son,

@@ -2,6 +2,12 @@
 
 Autotuning runs only on a real GPU: under the interpreter triton.autotune cannot benchmark, so there the
 first config of the list is used as a fixed launch configuration with the same call syntax.
+
+Reductions are written with tl.reduce and our own combine functions instead of tl.sum/tl.max/tl.min:
+those are @triton.jit functions of triton.language.standard, built for the compiler or the interpreter
+once, when triton is first imported. torch._dynamo imports triton, so in a process that touched
+torch.compile first they would be compiler-only and the interpreter (CPU tests) could not call them.
+Builtins (tl.reduce, tl.where, tl.exp, ...) work either way.
 """
 
 from __future__ import annotations
@@ -61,3 +67,33 @@ def tuned(configs: Sequence[triton.Config], key: list[str]) -> Callable[[Any], A
         return triton.autotune(configs=list(configs), key=key)(fn)
 
     return decorate
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _maximum(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _minimum(a, b):
+    return tl.minimum(a, b)
+
+
+@triton.jit
+def row_sum(x):
+    return tl.reduce(x, 1, _add)
+
+
+@triton.jit
+def row_max(x):
+    return tl.reduce(x, 1, _maximum)
+
+
+@triton.jit
+def row_min(x):
+    return tl.reduce(x, 1, _minimum)

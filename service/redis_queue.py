@@ -212,11 +212,12 @@ class RedisJobQueue:
 
         Raises QueueFull (429) when the model's stream is at its bound, QueueUnavailable (503) when Redis
         is unreachable or no live worker serves the task, ValueError (422) for a model that does not serve
-        the job's task. Cancelling the awaiting task (the client went
-        away) withdraws the job: deleted if no worker has read it yet, else its worker aborts it."""
+        the job's task. Cancelling the awaiting task (the client went away) withdraws the job: deleted if
+        no worker has read it yet, else its worker aborts it. Only requests whose client chose the seed
+        (``job.seeded``) use the result cache: a drawn seed would never repeat."""
         self._start_monitor()
         job, version = await self._route(job)
-        cacheable = bool(getattr(job, "seeded", False))
+        cacheable = job.seeded
         if cacheable:
             cached = await self._guard(self.cache.get(job, version))
             if cached is not None:

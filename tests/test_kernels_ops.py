@@ -48,6 +48,11 @@ def test_norm_family_matches_reference(shape: tuple[int, ...], dtype: torch.dtyp
         torch.testing.assert_close(got, want, **TOL[dtype])
 
 
+def test_sum_rmsnorm_of_more_summands_than_the_kernel_takes_uses_the_reference() -> None:
+    parts = [_rand(2, 3, 16) for _ in range(5)]
+    torch.testing.assert_close(ops.sum_rmsnorm(*parts), reference.sum_rmsnorm(*parts))
+
+
 def test_inject_broadcasts_like_torch() -> None:
     state, vec = _rand(2, 3, 16), _rand(16)
     torch.testing.assert_close(ops.inject(state, vec), reference.inject(state, vec))
@@ -151,3 +156,24 @@ def test_dispatch_rejects_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("GRAM_KERNELS", "cuda")
     with pytest.raises(ValueError, match="GRAM_KERNELS"):
         ops.rms_norm(torch.zeros(2, 4))
+
+
+def test_interpreter_works_after_torch_compile_loaded_triton_for_the_compiler() -> None:
+    """torch._dynamo imports triton (built for the compiler) before any test sets TRITON_INTERPRET; the
+    dispatch must still run the kernels under the interpreter. A fresh process, so sys.modules is clean."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, torch, torch._dynamo, sys\n"
+        "os.environ.pop('TRITON_INTERPRET', None)\n"
+        "assert 'triton' in sys.modules\n"
+        "os.environ['GRAM_KERNELS'] = 'triton'\n"
+        "from kernels import ops, reference\n"
+        "x = torch.randn(3, 40)\n"
+        "torch.testing.assert_close(ops.rms_norm(x), reference.rms_norm(x))\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

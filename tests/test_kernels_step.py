@@ -149,3 +149,15 @@ def test_bf16_path_keeps_the_engine_dtype_and_stays_close(monkeypatch: pytest.Mo
     assert got.h.dtype == torch.float32 and got.l.dtype == torch.float32
     assert (got.h - want.h).abs().max() < 0.25  # bf16 over a whole step: close, not equal
     assert next(model.parameters()).dtype == torch.float32  # the engine's model is left untouched
+
+
+def test_runner_on_cpu_follows_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernels.runner import make_runner
+
+    monkeypatch.setenv("GRAM_KERNELS", "torch")
+    monkeypatch.setenv("GRAM_CPU_PATH", "fp32")
+    model = _small_model("attn")
+    step, how = make_runner(model, batch_hint=4)
+    assert how == "cpu+fp32"
+    h, l, e_x, noise = step_inputs(model, 3)
+    torch.testing.assert_close(step(h, l, e_x, noise).h, model.step(h, l, e_x, noise).h)

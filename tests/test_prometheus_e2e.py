@@ -12,6 +12,7 @@ import json
 import math
 import random
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,7 +123,12 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_until(lambda: _targets_up(base) == 3 or not prom.alive(), 30, "Prometheus scraping 3 targets")
         assert prom.alive(), prom.tail()
         asyncio.run(_load(f"http://127.0.0.1:{api.port}"))
+        stop = threading.Event()
+        trickle = threading.Thread(target=_trickle, args=(f"http://127.0.0.1:{api.port}", stop), daemon=True)
+        trickle.start()
         yield base
+        stop.set()
+        trickle.join(30)
     finally:
         for server in reversed(servers):
             server.stop()
@@ -163,6 +169,19 @@ async def _load(api: str) -> None:
         codes = await asyncio.gather(*[post(b) for b in bodies])
         codes += await asyncio.gather(*[post(b) for b in bodies[:10]])  # seeded repeats: cache hits
     assert codes.count(422) == 2 and codes.count(200) == len(codes) - 2, codes
+
+
+def _trickle(api: str, stop: threading.Event) -> None:
+    """Keep a little traffic going while the tests query, so every rate window holds fresh samples however
+    slowly the tests run (a quantile over a window without observations is NaN, not data)."""
+    bodies = [{"task": "nqueens", "n": 5, "queens": [], "num_trajectories": 2, "max_steps": 2, "seed": 7},
+              {"task": "graph_coloring", "num_nodes": 4, "num_colors": 3, "edges": [[0, 1], [1, 2]],
+               "num_trajectories": 2, "max_steps": 2},
+              {"task": "sudoku", "puzzle": "." * 81, "num_trajectories": 2, "max_steps": 2}]
+    with httpx.Client(timeout=60) as client:
+        while not stop.wait(0.5):
+            for body in bodies:
+                client.post(f"{api}/solve", json=body)
 
 
 def _query(base: str, expr: str) -> list[dict[str, Any]]:

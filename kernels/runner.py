@@ -1,0 +1,39 @@
+"""The one call an engine makes to get its step function: the fastest measured way to run model.step on
+the model's device, same signature and StepOutput.
+
+    step, how = kernels.runner.make_runner(model, batch_hint=max_slots)
+    out = step(h, l, e_x, noise)
+
+- CUDA: the Triton kernels (GRAM_KERNELS=auto picks them for CUDA tensors), the fused low-level update
+  (kernels.fused_core) and one CUDA graph per batch bucket (kernels.cuda_graphs), each switchable.
+- CPU: kernels.cpu_path — eager fp32, eager bf16 or torch.compile, by measurement at ``batch_hint``
+  unless GRAM_CPU_PATH names one.
+The caller's model is not modified (the CUDA path works on a copy).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from kernels import cpu_path
+from kernels.cuda_graphs import GraphedStep, default_buckets
+from kernels.fused_core import fuse
+
+
+def make_runner(model: Any, batch_hint: int = 256, *, fused: bool = True, graphs: bool = True,
+                buckets: Sequence[int] | None = None) -> tuple[cpu_path.StepFn, str]:
+    """(step function, a one-line description of the path for logs and metrics labels)."""
+    if model.device.type == "cuda":
+        net = copy.deepcopy(model)
+        parts = ["cuda", "triton"]
+        if fused:
+            fuse(net)
+            parts.append("fused")
+        if graphs:
+            parts.append("graphs")
+            return GraphedStep(net, buckets or default_buckets(max(batch_hint, 8))), "+".join(parts)
+        return net.step, "+".join(parts)
+    step, path, _ = cpu_path.prepare(model, batch_hint)
+    return step, f"cpu+{path}"
