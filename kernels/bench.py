@@ -83,6 +83,7 @@ def _time_step(
 
 
 def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Callable[..., Any]:
+    from kernels.cpu_path import raise_recompile_limit
     from kernels.cuda_graphs import GraphedStep
     from kernels.fused_core import fuse
 
@@ -91,7 +92,7 @@ def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Call
     if path.startswith("compile"):
         if "compiled" not in graphs:
             net = copy.deepcopy(model)
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            raise_recompile_limit()
             net.core = torch.compile(net.core, dynamic=True)  # one compilation for every batch size
             graphs["compiled"] = net
         net = graphs["compiled"]

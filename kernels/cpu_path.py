@@ -42,6 +42,17 @@ def _cast_output(out: Any, dtype: torch.dtype) -> Any:
     return dataclasses.replace(out, h=out.h.to(dtype), l=out.l.to(dtype))
 
 
+def raise_recompile_limit(limit: int = 64) -> None:
+    """Let dynamo keep more than its default 8 compiled variants of one code object (the name of the
+    setting changed across torch releases)."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
+            return
+
+
 def make_step(model: Any, path: str) -> StepFn:
     """A callable with model.step's signature running ``path``; the model itself is left untouched."""
     if path == "fp32":
@@ -59,7 +70,7 @@ def make_step(model: Any, path: str) -> StepFn:
         # dynamic=True: the engine's active-slot count changes from step to step and must not recompile
         # each time. Every model's core shares one forward code object (f_L with 3 inputs, f_H with 2, per
         # model instance), so a process serving several families needs more than dynamo's default 8.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        raise_recompile_limit()
         compiled.core = torch.compile(compiled.core, dynamic=True)
         return compiled.step
     raise ValueError(f"unknown CPU path {path!r}; known: {', '.join(PATHS)}")

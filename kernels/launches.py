@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, net, mode in (("torch", model, "torch"), ("triton", model, "triton"),
                                  ("triton+fused", fused, "triton")):
             with kernels_mode(mode):
+                net.step(h, l, e_x, noise)  # first call compiles and autotunes: not the steady state
                 tri, aten, _ = count_launches(lambda n=net, a=(h, l, e_x, noise): n.step(*a))
             print(f"{run:15} {model.config.mixer:6} {label:14} {tri:7d} {aten:6d} {tri + aten:6d}")
     return 0

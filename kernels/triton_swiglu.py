@@ -75,7 +75,7 @@ def _swiglu_fused_kernel(
     xd = x
     if UPCAST:
         xd = x.to(tl.float32)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
     for h0 in range(0, H, BLOCK_H):
         hh = h0 + hs
         w_mask = (ks[:, None] < D_IN) & (hh[None, :] < H)
@@ -120,8 +120,8 @@ def _gate_up_act_kernel(
     rb = (rows // R).to(tl.int64)
     rr = (rows % R).to(tl.int64)
     ks = tl.arange(0, BLOCK_K)
-    gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    gate = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
+    up = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + ks
         x = tl.load(x_ptr + rb[:, None] * sxb + rr[:, None] * sxr + kk[None, :] * sxk,
@@ -153,7 +153,7 @@ def _linear_kernel(
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     ks = tl.arange(0, BLOCK_K)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + ks
         a = tl.load(a_ptr + rows[:, None].to(tl.int64) * K + kk[None, :],
