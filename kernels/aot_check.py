@@ -22,7 +22,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from kernels import triton_decode, triton_guidance, triton_norm, triton_swiglu  # noqa: E402
+from kernels import triton_decode, triton_guidance, triton_norm, triton_prior, triton_swiglu  # noqa: E402
 
 PTR = {"float32": "*fp32", "bfloat16": "*bf16"}
 
@@ -77,6 +77,14 @@ def _cases(every_config: bool) -> list[dict]:
                **{k: "i64" for k in ("sub", "sul", "sud", "smb", "sml", "smd", "ssb", "ssl", "ssd")}}
         cases.append(_case(f"guidance {dt}", "", triton_guidance._guidance_kernel, sig,
                            {"HAS_U": True, "BLOCK": triton_guidance._BLOCK}, 4))
+        for d in (64, 128, 256):
+            sig = {"u_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p, "seed_ptr": "*i64", "traj_ptr": "*i64",
+                   "counter_ptr": "*i64", **{k: i32 for k in ("M", "M_BUCKET", "L", "D")},
+                   "sigma_min": "fp32", "s_w_n": "i64", "s_w_k": "i64"}
+            for cfg in (triton_prior._CONFIGS if every_config else triton_prior._CONFIGS[:1]):
+                const = {"UPCAST": False, "PRECISION": precision, "BLOCK_D": d, **cfg.kwargs}
+                cases.append(_case(f"prior_guidance {dt} D{d}", str(cfg.kwargs),
+                                   _jit(triton_prior._prior_guidance_kernel), sig, const, cfg.num_warps))
         sig = {k: p for k in ("mq_ptr", "sq_ptr", "mp_ptr", "sp_ptr", "out_ptr")} | {"n": i32}
         cases.append(_case(f"gaussian_kl {dt}", "", triton_guidance._gaussian_kl_kernel, sig,
                            {"BLOCK": 1024}, 4))
@@ -99,7 +107,7 @@ SMEM_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 (H100/H200)")
-    parser.add_argument("--filter", default="", help="only cases whose name contains this")
+    parser.add_argument("--filter", default="", help="only cases whose name contains one of these (a|b|c)")
     parser.add_argument("--all-configs", action="store_true", help="every autotune config (slow: minutes)")
     args = parser.parse_args(argv)
     target = GPUTarget("cuda", args.arch, 32)
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     fits: dict[str, bool] = {}
     errors = 0
     for case in _cases(args.all_configs):
-        if args.filter not in case["name"]:
+        if args.filter and not any(f in case["name"] for f in args.filter.split("|")):
             continue
         sig = {**case["sig"], **{k: "constexpr" for k in case["const"]}}
         try:

@@ -59,8 +59,8 @@ def enable_interpreter() -> None:
     triton.jit picks interpreter or compiler when a function is decorated, so the variable must be set
     before our kernel modules are imported; any already imported for the compiler are dropped and
     imported again. triton itself is never re-imported (its C extension cannot be loaded twice): the
-    kernels use only builtins and their own jit helpers (see kernels.triton_util), which is what makes
-    them run under the interpreter even when torch.compile imported triton first."""
+    kernels call only triton builtins and kernels.triton_util's helpers, which is what makes them run
+    under the interpreter even when torch.compile imported triton first."""
     os.environ["TRITON_INTERPRET"] = "1"
     stale = _compiled_modules()
     for name in stale:

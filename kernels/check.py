@@ -115,6 +115,14 @@ def kernel_rows(device: torch.device) -> list[Row]:
                              ops.guidance(u, mu, sigma, seed, traj, ctr),),
                          lambda u=u, mu=mu, sigma=sigma, seed=seed, traj=traj, ctr=ctr: (
                              reference.guidance(u, mu, sigma, seed, traj, ctr),), gtol)
+            weight = rnd(2 * dim, dim, dtype=dtype, scale=dim**-0.5)
+            bias = rnd(2 * dim, dtype=dtype, scale=2.0)
+            rows += _run("prior_guidance (head+noise)", s, dtype,
+                         lambda u=u, w=weight, b_=bias, seed=seed, traj=traj, ctr=ctr: (
+                             ops.prior_guidance(u, w, b_, 1e-3, seed, traj, ctr),),
+                         lambda u=u, w=weight, b_=bias, seed=seed, traj=traj, ctr=ctr: (
+                             reference.prior_guidance(u, w, b_, 1e-3, seed, traj, ctr),),
+                         (1e-4, 1e-5) if dtype == torch.float32 else (0.25, 2e-2))
             sq = sigma + 0.1
             rows += _run("gaussian_kl", s, dtype,
                          lambda u=u, mu=mu, sq=sq, sigma=sigma: (ops.gaussian_kl(mu, sq, u, sigma),),

@@ -9,7 +9,9 @@ This path folds them:
 - the sequence-axis mixer (mlp_t) of the first layer sums the injection l + h + e_x in its prologue and
   the residual norm takes it again as summands (rms_norm(l + h + e_x + Mix)), so x is never materialised;
 - the attention mixer keeps torch's projections and scaled_dot_product_attention (cuBLAS/flash), with
-  the injection and residual norms as Triton kernels.
+  the injection and residual norms as Triton kernels;
+- the prior guidance of each transition (head GEMM, softplus, noise, update) is one kernel
+  (kernels.triton_prior), instead of a linear, a softplus, an add and the guidance kernel.
 So one layer of f_L is 3 launches (mlp_t) instead of 5-7. Every op goes through kernels.ops, so on CPU
 (GRAM_KERNELS=torch) the same code runs the references, which is how the check compares paths.
 
@@ -96,8 +98,31 @@ def fused_core_forward(core: nn.Module, state: torch.Tensor, *injections: torch.
     return x
 
 
+def _fused_prior_guide(model: Any, noise: Any, t: int) -> Any:
+    """The model's prior guide (README contract: transition t of supervision step n draws counter n*T + t)
+    with head, softplus and guidance in one kernel (kernels.ops.prior_guidance)."""
+    head, steps = model.prior, model.config.T
+
+    def guide(u: torch.Tensor) -> torch.Tensor:
+        counter = noise.step.to(u.device) * steps + t
+        return ops.prior_guidance(u, head.proj.weight, head.proj.bias, head.sigma_min,
+                                  noise.seed.to(u.device), noise.traj.to(u.device), counter)
+
+    return guide
+
+
+def _has_linear_prior(model: nn.Module) -> bool:
+    head = getattr(model, "prior", None)
+    proj = getattr(head, "proj", None)
+    return (callable(getattr(model, "_prior_guide", None)) and isinstance(proj, nn.Linear)
+            and proj.bias is not None and proj.out_features == 2 * proj.in_features
+            and hasattr(head, "sigma_min") and hasattr(getattr(model, "config", None), "T"))
+
+
 def fuse(model: nn.Module) -> int:
-    """Route every recursive core inside ``model`` through fused_core_forward; returns how many."""
+    """Route every recursive core inside ``model`` through fused_core_forward, and the model's prior guide
+    (when it has the linear Gaussian head it is written for) through the one-kernel prior guidance;
+    returns how many modules were rerouted."""
     count = 0
     for module in model.modules():
         if _is_core(module):
@@ -107,17 +132,24 @@ def fuse(model: nn.Module) -> int:
             count += 1
     if count == 0:
         raise TypeError("fuse: no recursive core (a module with .layers of [mixer + mlp] blocks) found")
+    if _has_linear_prior(model):
+        model._prior_guide = functools.partial(_fused_prior_guide, model)
+        count += 1
     return count
+
+
+_REROUTED = ("forward", "_prior_guide")
 
 
 def unfuse(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
-        if "forward" in module.__dict__ and isinstance(module.__dict__["forward"], functools.partial):
-            del module.forward
-            count += 1
+        for name in _REROUTED:
+            if isinstance(module.__dict__.get(name), functools.partial):
+                delattr(module, name)
+                count += 1
     return count
 
 
 def is_fused(model: nn.Module) -> bool:
-    return any(isinstance(m.__dict__.get("forward"), functools.partial) for m in model.modules())
+    return any(isinstance(m.__dict__.get(n), functools.partial) for m in model.modules() for n in _REROUTED)

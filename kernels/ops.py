@@ -15,8 +15,8 @@ from kernels.backend import load_kernels, use_triton
 from kernels.reference import counter_normal as _counter_normal_ref
 
 __all__ = [
-    "add_rmsnorm", "counter_normal", "decode_epilogue", "gaussian_kl", "guidance", "inject", "rms_norm",
-    "sum_rmsnorm", "swiglu", "swiglu_add_rmsnorm",
+    "add_rmsnorm", "counter_normal", "decode_epilogue", "gaussian_kl", "guidance", "inject", "prior_guidance",
+    "rms_norm", "sum_rmsnorm", "swiglu", "swiglu_add_rmsnorm",
 ]
 
 
@@ -76,6 +76,16 @@ def guidance(
     if use_triton(u, mu, sigma):
         return load_kernels("triton_guidance").guidance(u, mu, sigma, seed, traj, counter)
     return reference.guidance(u, mu, sigma, seed, traj, counter)
+
+
+def prior_guidance(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigma_min: float,
+    seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
+) -> torch.Tensor:
+    """Prior head + softplus + guidance in one kernel (u [B, L, D], D <= 256)."""
+    if u.dim() == 3 and u.shape[-1] <= 256 and use_triton(u, weight, bias):
+        return load_kernels("triton_prior").prior_guidance(u, weight, bias, sigma_min, seed, traj, counter)
+    return reference.prior_guidance(u, weight, bias, sigma_min, seed, traj, counter)
 
 
 def gaussian_kl(

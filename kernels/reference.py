@@ -143,3 +143,15 @@ def swiglu_add_rmsnorm(
 ) -> torch.Tensor:
     """The MLP sub-layer of a post-norm block: rms_norm(x + swiglu(x))."""
     return add_rmsnorm(x, swiglu(x, w_gate_up, w_down), eps)
+
+
+def prior_guidance(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigma_min: float,
+    seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
+) -> torch.Tensor:
+    """The prior's whole guidance step (GRAM eq. 9 at inference): a linear head u -> (mu, raw) with
+    weight [2D, D] (mu rows first) and bias [2D], sigma = sigma_min + softplus(raw) (in fp32, cast
+    back), then h = u + mu + sigma * eps from the per-slot counter stream."""
+    mu, raw = F.linear(u, weight, bias).chunk(2, dim=-1)
+    sigma = sigma_min + F.softplus(raw.float()).to(mu.dtype)
+    return guidance(u, mu, sigma, seed, traj, counter)

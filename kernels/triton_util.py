@@ -3,11 +3,12 @@
 Autotuning runs only on a real GPU: under the interpreter triton.autotune cannot benchmark, so there the
 first config of the list is used as a fixed launch configuration with the same call syntax.
 
-Reductions are written with tl.reduce and our own combine functions instead of tl.sum/tl.max/tl.min:
-those are @triton.jit functions of triton.language.standard, built for the compiler or the interpreter
+Reductions use the tl.reduce builtin (row_sum/row_max/row_min below), never tl.sum/tl.max/tl.min/
+tl.zeros: those are @triton.jit functions of triton.language, built for the compiler or the interpreter
 once, when triton is first imported. torch._dynamo imports triton, so in a process that touched
 torch.compile first they would be compiler-only and the interpreter (CPU tests) could not call them.
-Builtins (tl.reduce, tl.where, tl.exp, ...) work either way.
+Builtins (tl.reduce, tl.full, tl.where, tl.exp, ...) work either way; tests/test_kernels_ops.py checks
+both the rule and a fresh process that imported torch._dynamo first.
 """
 
 from __future__ import annotations
@@ -84,16 +85,24 @@ def _minimum(a, b):
     return tl.minimum(a, b)
 
 
+# triton.language's own combine functions compute the same thing, and the interpreter recognises them and
+# reduces with numpy instead of calling the combine function element by element (minutes -> seconds on
+# the CPU tests). The compiler simply inlines them. Private names, so fall back to ours if they move.
+_SUM = getattr(tl.standard, "_sum_combine", _add)
+_MAX = getattr(tl.standard, "_elementwise_max", _maximum)
+_MIN = getattr(tl.standard, "_elementwise_min", _minimum)
+
+
 @triton.jit
 def row_sum(x):
-    return tl.reduce(x, 1, _add)
+    return tl.reduce(x, 1, _SUM)
 
 
 @triton.jit
 def row_max(x):
-    return tl.reduce(x, 1, _maximum)
+    return tl.reduce(x, 1, _MAX)
 
 
 @triton.jit
 def row_min(x):
-    return tl.reduce(x, 1, _minimum)
+    return tl.reduce(x, 1, _MIN)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from loadtests.stats import LoadPointSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -54,6 +57,32 @@ def sweep(folder: Annotated[Path, typer.Argument()]) -> None:
     ratios = json.loads((folder / "ratios.json").read_text())
     print()
     print(_table(["figure", "value"], [[k, _f(v)] for k, v in ratios.items()]))
+
+
+def read_sweep(path: Path) -> list[LoadPointSummary]:
+    """LoadPointSummary rows back from a sweep.csv (columns beyond the dataclass go to ``extra``)."""
+    names = {f.name: f for f in fields(LoadPointSummary) if f.name != "extra"}
+    out = []
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            known = {}
+            for name, f in names.items():
+                if name not in row:
+                    continue
+                raw = row[name]
+                known[name] = raw if f.type == "str" else int(raw) if f.type == "int" else float(raw)
+            extra = {k: float(v) for k, v in row.items() if k not in names and v not in ("", None)}
+            out.append(LoadPointSummary(**known, extra=extra))
+    return out
+
+
+@app.command()
+def replot(folder: Annotated[Path, typer.Argument()], title: str = "") -> None:
+    """Redraw a sweep folder's plots and ratios.json from its sweep.csv."""
+    from loadtests.sweep import write_outputs
+
+    summaries = read_sweep(folder / "sweep.csv")
+    write_outputs(summaries, folder, title or folder.name, summaries[0].slo_s)
 
 
 @app.command()

@@ -9,7 +9,11 @@ OUT=${2:-loadtests/results}
 PY=${PY:-.venv/bin/python}
 # One torch thread per engine: the load generator needs the other core (and training may share the CPU).
 THREADS=${THREADS:-1}
-SERVICE_ENV=(--env GRAM_MODELS=nqueens --env GRAM_TORCH_THREADS=$THREADS --env GRAM_MAX_QUEUE=64)
+# The same slots in every mode. 16: on this CPU a step's cost per trajectory stops falling at ~8 slots
+# (loadtests/results/step_scaling), so more slots only lengthen each iteration.
+SLOTS=${SLOTS:-16}
+SERVICE_ENV=(--env GRAM_MODELS=nqueens --env GRAM_TORCH_THREADS=$THREADS --env GRAM_MAX_QUEUE=64
+             --env GRAM_SLOTS=$SLOTS)
 
 echo "== machine"; nproc; uptime
 echo "== step time vs slots"

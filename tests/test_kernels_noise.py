@@ -103,6 +103,20 @@ def test_guidance_matches_reference_on_strided_heads(dtype: torch.dtype) -> None
     torch.testing.assert_close(got, want, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("length,dim", [(7, 37), (18, 64)])
+def test_prior_guidance_matches_the_composed_head(dtype: torch.dtype, length: int, dim: int) -> None:
+    torch.manual_seed(1)
+    u = torch.randn(5, length, dim).to(dtype)
+    weight = (torch.randn(2 * dim, dim) / dim**0.5).to(dtype)
+    bias = (torch.randn(2 * dim) * 2).to(dtype)  # sigma spans softplus' curve, incl. the x > 20 branch
+    bias[dim] = 25.0
+    got = ops.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER)
+    want = reference.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER)
+    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.25, rtol=2e-2)
+    torch.testing.assert_close(got, want, **tol)
+
+
 def test_guidance_rejects_a_key_count_that_does_not_match_the_batch() -> None:
     u = torch.zeros(3, 2, 4)
     with pytest.raises(ValueError, match="seed has 5 entries for 3 slots"):

@@ -53,14 +53,14 @@ def test_triton_step_and_fused_step_match_the_torch_step(mixer: str) -> None:
     with kernels_mode("triton"):
         composed = model.step(h, l, e_x, noise)
         fused_model = copy.deepcopy(model)
-        assert fuse(fused_model) == 1 and is_fused(fused_model)
+        assert fuse(fused_model) == 2 and is_fused(fused_model)  # the core and the prior guide
         fused = fused_model.step(h, l, e_x, noise)
     with kernels_mode("torch"):
         fused_on_torch = fused_model.step(h, l, e_x, noise)
     _assert_steps_close(composed, want)
     _assert_steps_close(fused, want)
     _assert_steps_close(fused_on_torch, want, atol=1e-5)
-    assert unfuse(fused_model) == 1 and not is_fused(fused_model)
+    assert unfuse(fused_model) == 2 and not is_fused(fused_model)
 
 
 def test_a_slot_steps_the_same_alone_or_in_a_batch_on_the_triton_path() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import math
 import random
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -329,3 +330,17 @@ def test_one_seed_at_two_rates_gives_the_same_arrivals_compressed() -> None:
     fast = arrival_times(4.0, 100.0, np.random.default_rng(0))
     assert np.allclose(fast[: len(slow) // 2], slow[: len(slow) // 2] / 2)
     assert len(fast) > len(slow)
+
+
+def test_sweep_outputs_round_trip_through_the_csv(tmp_path: Path) -> None:
+    from loadtests.report import read_sweep
+    from loadtests.sweep import write_outputs
+
+    points = [_point("continuous", 1, 1.0, 0.5), _point("serial", 1, 0.5, 2.0)]
+    points[0].extra["mean_step_s"] = 0.25
+    ratios = write_outputs(points, tmp_path, "t", slo_s=5.0)
+    assert ratios["continuous_over_serial_at_equal_p99"] == pytest.approx(2.0)
+    back = read_sweep(tmp_path / "sweep.csv")
+    assert [p.row() for p in back][1]["throughput_rps"] == 0.5
+    assert back[0].mode == "continuous" and back[0].sent == 100 and back[0].extra["mean_step_s"] == 0.25
+    assert (tmp_path / "throughput_vs_p99.png").stat().st_size > 1000
