@@ -212,9 +212,9 @@ def test_kernels_compile_for_an_h200_without_a_gpu() -> None:
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    picks = "|".join(("swiglu fused bfloat16 128->128 {'BLOCK_M': 32,", "guidance bfloat16",
-                      "decode bfloat16", "sum_norm float32 D128"))
+    picks = "|".join(("swiglu fused bfloat16 128->128 {'BLOCK_M': 32,", "prior_guidance bfloat16 D128",
+                      "counter_normal", "decode bfloat16", "sum_norm float32 D128"))
     done = subprocess.run([sys.executable, "-m", "kernels.aot_check", "--arch", "90", "--filter", picks],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert done.stdout.count("  ok ") == 4, done.stdout
+    assert done.stdout.count("  ok ") == 5, done.stdout

@@ -283,9 +283,14 @@ def test_worker_killed_mid_job_loses_no_job(
     model = next(m for m, info in _served(client).items() if info["task"] == "nqueens")
     stream = f"gram:jobs:{model}"
     # 4-queens with a queen in a corner has no solution: no trajectory retires early as valid, so the job
-    # runs every trajectory for max_steps (seconds) whatever the model.
-    body = {"task": "nqueens", "n": 4, "queens": [[0, 0]], "num_trajectories": 32, "max_steps": 64,
+    # runs every trajectory for max_steps. A short probe times a step of this model here, and max_steps is
+    # chosen for about 2 s of work: long enough to kill the worker mid-job, short enough to run twice.
+    body = {"task": "nqueens", "n": 4, "queens": [[0, 0]], "num_trajectories": 32, "max_steps": 4,
             "seed": 77}
+    started = time.monotonic()
+    assert httpx.post(_url(api, "/solve"), json={**body, "seed": 78}, timeout=120).status_code == 200
+    per_step = (time.monotonic() - started) / 4
+    body["max_steps"] = int(min(128, max(8, 2.0 / per_step)))
     pids = {w.pid: w for w in stack["workers"]}
 
     async def scenario() -> tuple[httpx.Response, Server]:

@@ -155,8 +155,10 @@ def gram_env(redis_url: str, weights: Path, **extra: str) -> dict[str, str]:
         "GRAM_QUEUE_URL": redis_url, "GRAM_WEIGHTS_DIR": str(weights), "GRAM_TORCH_THREADS": "1",
         "GRAM_CLAIM_IDLE_S": "1.5", "PYTHONUNBUFFERED": "1",
     }
-    if weights == SHIPPED:  # only the solve models: mnist is not needed here
-        names = {_config_task(p): p.stem for p in sorted(SHIPPED.glob("*.safetensors"))}
+    if weights == SHIPPED:  # one model per solve task, the first by name (as the service routes by task)
+        names: dict[str, str] = {}
+        for path in sorted(SHIPPED.glob("*.safetensors")):
+            names.setdefault(_config_task(path), path.stem)
         env["GRAM_MODELS"] = ",".join(names[t] for t in SOLVE_TASKS)
     env.update(extra)
     return env
