@@ -59,6 +59,10 @@ class GRAMConfig:
     # whole chain samples q) or "prior" (q only at the last transition of each step; the carried state is
     # what inference would have, so the posterior cannot park the answer in h for later steps).
     carry: str = "posterior"
+    # Weight of an auxiliary reconstruction loss on the PRIOR sample of the last transition (0 = the
+    # paper). See objective.py: on a CPU budget the posterior otherwise keeps a shortcut the prior
+    # never catches up with.
+    prior_ce: float = 0.0
     halt_weight: float = 0.5
     value_weight: float = 0.5
 

@@ -55,7 +55,7 @@ def _cpu(name: str) -> TrainConfig:
     stochastic = not name.endswith("_baseline")
     small = dict(
         d_model=64, n_heads=4, n_layers=2, n_puzzle=2, T=2, K=2, n_sup=8, stochastic=stochastic,
-        carry="prior",
+        carry="prior", prior_ce=1.0,
     )
     # beta: our loss is CE per answer token + beta * KL per position (summed over D), so the true ELBO
     # (beta = 1 per board) is beta = positions / answer tokens: N-Queens 8x8 146/64 = 2.3, colouring 8
