@@ -58,14 +58,16 @@ EVAL_SETTINGS: dict[str, list[tuple[str, Knobs]]] = {
 
 
 def resolve_knobs(knobs: Knobs, rng: random.Random) -> Knobs:
-    """Draw the random knobs: ("randint", a, b), ("uniform", a, b), ("choice", *values) become values."""
+    """Draw the random knobs: ("randint", a, b), ("uniform", a, b), ("choice", *values) become values
+    (lists work too, as knobs read back from JSON are lists)."""
     out: Knobs = {}
     for key, value in knobs.items():
-        if isinstance(value, tuple) and value and value[0] == "randint":
+        kind = value[0] if isinstance(value, (tuple, list)) and value and isinstance(value[0], str) else None
+        if kind == "randint":
             out[key] = rng.randint(value[1], value[2])
-        elif isinstance(value, tuple) and value and value[0] == "choice":
-            out[key] = rng.choice(value[1:])
-        elif isinstance(value, tuple) and value and value[0] == "uniform":
+        elif kind == "choice":
+            out[key] = rng.choice(list(value[1:]))
+        elif kind == "uniform":
             out[key] = rng.uniform(value[1], value[2])
         else:
             out[key] = value

@@ -91,7 +91,11 @@ class Trainer:
             heldout_set(self.task, tc.heldout_per_setting, HELDOUT_SEED) if tc.heldout_per_setting else []
         )
         excluded = {input_key(self.task, h.instance.x) for h in self.heldout}
-        self.stream = TrainStream(self.task, seed=tc.seed * 1000 + self.rank + 1, excluded=excluded)
+        mixture = tc.extra.get("mixture")  # e.g. a curriculum phase: [[weight, knobs], ...]
+        self.stream = TrainStream(
+            self.task, seed=tc.seed * 1000 + self.rank + 1, excluded=excluded,
+            mixture=[(float(w), dict(k)) for w, k in mixture] if mixture else None,
+        )
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(tc.seed * 1000 + self.rank + 7)
         self.step = 0
