@@ -138,10 +138,25 @@ class GRAM(nn.Module):
             h, l = self.transition(h, l, e_x, self._prior_guide(noise, t))
         out = self.readout(h)
         tokens, logprob = ops.decode_epilogue(out.logits)
+        # README contract: a position whose input sub-tokens are all PAD (off-board cell, absent node) is
+        # PAD in the answer. Training never scores those positions, so the decoder's guess there is
+        # meaningless; the rule is exact because e_x there is the fixed all-PAD embedding.
+        pad = self.pad_positions(e_x)
+        tokens = tokens.masked_fill(pad.unsqueeze(-1), 0)
+        logprob = logprob.masked_fill(pad.unsqueeze(-1), 0.0)
         return StepOutput(
             h=h, l=l, tokens=tokens, token_logprob=logprob,
             q_halt=out.q_halt.float(), value=torch.sigmoid(out.value_logit.float()),
         )
+
+    def pad_positions(self, e_x: torch.Tensor) -> torch.Tensor:
+        """bool [B, L]: content positions whose input was all PAD, read off e_x by comparison with the
+        embedding of an all-PAD input (the same computation, so equal up to rounding)."""
+        c = self.config
+        blank = torch.zeros(1, c.seq_len, c.in_group, dtype=torch.long, device=e_x.device)
+        ref = self.encode(blank)[0, c.n_puzzle :].to(e_x.dtype)  # [L, D]
+        diff = (e_x[:, c.n_puzzle :] - ref).abs().amax(-1)
+        return diff <= 1e-3 * (1.0 + ref.abs().amax(-1))
 
     # ---- pieces shared with training ----------------------------------------------------------------
     def transition(

@@ -125,7 +125,7 @@ class GRAMObjective(nn.Module):
             tok = F.cross_entropy(lp.flatten(0, 2), y.flatten(), reduction="none").view_as(y)
             prior_ce = ((tok * answer).sum((1, 2)) / n_ans).mean()
         with torch.no_grad():
-            pred = out_p.logits.argmax(-1)
+            pred = out_p.logits.argmax(-1).masked_fill((x == 0).all(-1, keepdim=True), 0)  # as step()
             exact = ((pred == y) | ~answer).all(-1).all(-1)
             valid = exact | self.verify(pred, x).to(exact.device) if self.verify is not None else exact
             token_acc = ((pred == y) & answer).sum((1, 2)) / n_ans

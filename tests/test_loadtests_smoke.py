@@ -85,7 +85,7 @@ def test_overload_is_reported_as_429_or_latency_not_lost(weights_dir: Path) -> N
     answered or shed with 429, none silently dropped."""
     env = {"GRAM_MODELS": "nqueens", "GRAM_SLOTS": "4", "GRAM_MAX_QUEUE": "2", "GRAM_TORCH_THREADS": "1"}
     with ServiceProcess("serial", weights_dir=weights_dir, env=env) as svc:
-        spec = LoadSpec("nqueens8", 4, rate=40.0, duration_s=0.5, cv=3.0, seed=3, slo_s=30.0,
+        spec = LoadSpec("nqueens8", 4, rate=80.0, duration_s=0.5, cv=3.0, seed=3, slo_s=30.0,
                         request_timeout_s=60.0)  # fmt: skip
         summary, records = asyncio.run(run_load_point(svc.url, spec, mode="serial"))
         assert httpx.get(f"{svc.url}/healthz", timeout=5).status_code == 200
