@@ -12,6 +12,7 @@ three PNG plots.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import time
@@ -25,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import typer  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from loadtests.loadgen import write_csv  # noqa: E402
@@ -112,8 +114,10 @@ def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Pat
                     label=f"{m}, early exit {'on' if policy == 'verified' else 'off'}",
                 )
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("trajectories per puzzle (width)")
         ax.set_ylabel(metric)
+        ax.set_ylim(-0.02, 1.02)
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title}: quality vs width (max_steps {steps})")
@@ -134,6 +138,7 @@ def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Pat
                 )
         ax.set_xlabel("max supervision steps")
         ax.set_ylabel(metric)
+        ax.set_ylim(-0.02, 1.02)
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title}: quality vs supervision steps (width {width})")
@@ -154,6 +159,7 @@ def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Pat
             )
     ax.set_xlabel(f"supervision steps spent per puzzle ({width} trajectories)")
     ax.set_ylabel("coverage")
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -161,6 +167,18 @@ def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Pat
     fig.tight_layout()
     fig.savefig(out / "coverage_vs_compute.png", dpi=120)
     plt.close(fig)
+
+
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """quality.csv back as rows with numbers (for redrawing the plots without re-running the models)."""
+    with path.open() as fh:
+        rows: list[dict[str, object]] = list(csv.DictReader(fh))
+    for r in rows:
+        for k in ("width", "max_steps"):
+            r[k] = int(str(r[k]))
+        for k in ("accuracy", "solved", "coverage", "steps_spent"):
+            r[k] = float(str(r[k]))
+    return rows
 
 
 def main(
@@ -178,8 +196,15 @@ def main(
     threads: Annotated[int, typer.Option(help="torch threads")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("loadtests/results/quality"),
+    replot: Annotated[bool, typer.Option(help="only redraw the plots from OUT/quality.csv")] = False,
 ) -> None:
     """Accuracy/coverage vs width and steps; GRAM vs baseline; steps saved by verified early exit."""
+    if replot:
+        rows = read_rows(out / "quality.csv")
+        summary = json.loads((out / "summary.json").read_text())
+        plot_quality(rows, summary["width"], summary["max_steps"], out,
+                     f"{summary['task']} {summary['knobs']}")  # fmt: skip
+        return
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint)
     task_name = model.config.task

@@ -159,3 +159,18 @@ def test_grid_positions_factor_into_rows_columns_and_boxes() -> None:
     torch.testing.assert_close(pos[0, 3] - pos[0, 5], pos[7, 3] - pos[7, 5])
     with pytest.raises(ValueError, match="square"):
         GRAMConfig("toy", seq_len=10, in_group=1, in_vocab=3, out_group=1, out_vocab=3, positions="grid")
+
+
+def test_all_pad_input_positions_decode_to_pad() -> None:
+    """Off-board cells (N-Queens n < 12) and absent nodes decode to PAD, as the verifiers require."""
+    from model.tasks.nqueens import placement_tokens
+
+    model = tiny_model("nqueens")
+    x = torch.stack([placement_tokens(6, {0: 1}), placement_tokens(12, {})])
+    out = model.step(*model.init_state(2), model.encode(x), keys([0, 0], [0, 1]))
+    off_board = x[..., 0] == 0
+    assert bool((out.tokens[off_board] == 0).all()) and bool((out.token_logprob[off_board] == 0).all())
+    raw = model.readout(out.h).logits.argmax(-1)  # on-board cells keep the decoder's own choice
+    assert torch.equal(out.tokens[~off_board], raw[~off_board])
+    assert bool((raw[off_board] != 0).any()), "the probe needs an untrained decoder that guesses non-PAD"
+    assert int(off_board[1].sum()) == 0
