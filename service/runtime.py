@@ -74,6 +74,9 @@ class Runtime:
             for name, path in paths.items():
                 model = load_checkpoint(path, self.settings.device)
                 self._add(name, model, get_task(model.config.task))
+                card_md = path.with_suffix(".md")  # the human-readable model card shipped beside it
+                if card_md.is_file():
+                    self.cards[name]["markdown"] = card_md.read_text()
                 log.info("loaded %s (%s) from %s", name, model.config.task, path)
         except Exception as err:
             log.exception("loading models failed")

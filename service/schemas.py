@@ -148,6 +148,7 @@ class ModelCard(BaseModel):
     parameters: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     card: dict[str, Any] = Field(default_factory=dict)
+    markdown: str | None = Field(None, description="the model card shipped beside the checkpoint (<name>.md)")
 
 
 class ModelsResponse(BaseModel):
