@@ -51,6 +51,7 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    OMP_WAIT_POLICY=PASSIVE \
     GRAM_HEALTH_URL=http://127.0.0.1:8000/healthz
 USER 10001:10001
 WORKDIR /home/gram
