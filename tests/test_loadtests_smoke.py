@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -23,10 +22,6 @@ from loadtests.sweep import SweepConfig, sweep_mode, write_outputs
 
 SHIPPED = Path(__file__).resolve().parent.parent / "model" / "weights" / "nqueens.safetensors"
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("service.cli.serve") is None or importlib.util.find_spec("service.app") is None,
-    reason="the service (service/app.py, `gram serve`) has not landed yet",
-)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The shipped checkpoints (model/weights) load through the inference interface and solve instances;
-every answer they call valid is checked against the exact solver. Skips only while no checkpoint is there."""
+every answer they call valid is checked against the exact solver."""
 
 from __future__ import annotations
 
@@ -26,9 +26,7 @@ PROBES: dict[str, tuple[list[dict], int]] = {
 }
 
 
-def test_weights_folder_has_checkpoints_or_skip() -> None:
-    if not SHIPPED:
-        pytest.skip("model/weights holds no checkpoint yet")
+def test_weights_folder_ships_every_checkpoint_with_a_card() -> None:
     names = {p.stem for p in SHIPPED}
     assert {"nqueens", "graph_coloring", "sudoku", "mnist", "nqueens_baseline"} <= names
     for path in SHIPPED:
