@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
-from model.tasks.datasets import Pairs, generate_dataset
+from model.tasks.datasets import GeneratedPairs
 from model.tasks.fields import as_int, as_int_pairs, require
 from model.tasks.tensors import check_batch, small_ints_key
 
@@ -147,7 +147,7 @@ def _legal_node_pairs(device: torch.device) -> torch.Tensor:
     return table.to(device)
 
 
-class GraphColoringTask:
+class GraphColoringTask(GeneratedPairs):
     name = "graph_coloring"
     spec = SPEC
 
@@ -324,14 +324,6 @@ class GraphColoringTask:
             f"no graph with {min_colorings}..{max_colorings} colourings found in {max_tries} tries"
         )
 
-    def generate_dataset(self, seed: int, count: int, **knobs: Any) -> Pairs:
-        """``count`` (x, y) pairs from ``generate`` with one seeded rng (a fixed set, e.g. for evaluation)."""
-        return generate_dataset(self, seed, count, **knobs)
-
-    def sample_training_pair(self, rng: random.Random, **knobs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) for the trainer; generate() is fast enough (about a millisecond for 10 nodes)."""
-        instance, y = self.generate(rng, **knobs)
-        return instance.x, y
 
     def augment(
         self, x: torch.Tensor, y: torch.Tensor, rng: random.Random

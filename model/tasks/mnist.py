@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
-from model.tasks.datasets import Pairs, generate_dataset
+from model.tasks.datasets import GeneratedPairs
 from model.tasks.tensors import check_batch, small_ints_key
 
 SIDE = 28
@@ -128,7 +128,7 @@ def _train_bits(root: str | None) -> torch.Tensor:
     return binarize(load_mnist(root, "train"))
 
 
-class MnistTask:
+class MnistTask(GeneratedPairs):
     name = "mnist"
     spec = SPEC
 
@@ -172,13 +172,6 @@ class MnistTask:
         y = to_tokens(bits[index : index + 1])[0]
         return Instance(self.name, self.blank_input(), {"index": index}), y
 
-    def generate_dataset(self, seed: int, count: int, **knobs: Any) -> Pairs:
-        """``count`` training images drawn with one seeded rng."""
-        return generate_dataset(self, seed, count, **knobs)
-
-    def sample_training_pair(self, rng: random.Random, **knobs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        instance, y = self.generate(rng, **knobs)
-        return instance.x, y
 
     def augment(
         self, x: torch.Tensor, y: torch.Tensor, rng: random.Random

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
-from model.tasks.datasets import Pairs, generate_dataset
+from model.tasks.datasets import GeneratedPairs
 from model.tasks.fields import as_int, as_int_pairs, require
 from model.tasks.tensors import check_batch, small_ints_key
 
@@ -131,7 +131,7 @@ def _cell_rows_cols(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return idx // SIDE, idx % SIDE
 
 
-class NQueensTask:
+class NQueensTask(GeneratedPairs):
     name = "nqueens"
     spec = SPEC
 
@@ -248,14 +248,6 @@ class NQueensTask:
             f"completions found in {max_tries} tries"
         )
 
-    def generate_dataset(self, seed: int, count: int, **knobs: Any) -> Pairs:
-        """``count`` (x, y) pairs from ``generate`` with one seeded rng (a fixed set, e.g. for evaluation)."""
-        return generate_dataset(self, seed, count, **knobs)
-
-    def sample_training_pair(self, rng: random.Random, **knobs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) for the trainer; generate() is already fast (solutions are cached per n)."""
-        instance, y = self.generate(rng, **knobs)
-        return instance.x, y
 
     def augment(
         self, x: torch.Tensor, y: torch.Tensor, rng: random.Random

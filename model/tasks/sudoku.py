@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
-from model.tasks.datasets import Pairs, generate_dataset
+from model.tasks.datasets import GeneratedPairs, Pairs, generate_dataset
 from model.tasks.fields import require
 from model.tasks.sudoku_solver import (
     COL,
@@ -126,7 +126,7 @@ def _digit_bits(device: torch.device) -> torch.Tensor:
     return torch.tensor(table, dtype=torch.int32, device=device)
 
 
-class SudokuTask:
+class SudokuTask(GeneratedPairs):
     name = "sudoku"
     spec = SPEC
 
@@ -252,10 +252,6 @@ class SudokuTask:
             if count > max_solutions:
                 return None
         return None
-
-    def generate_dataset(self, seed: int, count: int, **knobs: Any) -> Pairs:
-        """``count`` (x, y) pairs from ``generate`` with one seeded rng: build once, reuse for training."""
-        return generate_dataset(self, seed, count, **knobs)
 
     def sample_training_pair(
         self, rng: random.Random, dataset: Pairs | None = None, **knobs: Any
