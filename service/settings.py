@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     models: str = Field("", description="comma-separated checkpoint names to load; empty: all in weights_dir")
     device: str = Field("cpu", description="torch device for the engines, e.g. cpu or cuda:0")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default)")
+    cuda_runner: bool = Field(
+        True, description="on CUDA, run supervision steps through kernels.runner (fused Triton + CUDA graphs)"
+    )
     queue_url: str | None = Field(
         None, description="redis:// URL of the Redis job queue; unset: embedded"
     )
