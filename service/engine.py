@@ -117,10 +117,10 @@ class Engine:
         self.iterations = 0
         metrics.init_model_series(name, task.name, self.slots)
 
-    # -- public API (any thread) --------------------------------------------------------------------
     def _run_step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> Any:
         return (self._runner or self.model.step)(h, l, e_x, noise)
 
+    # -- public API (any thread) --------------------------------------------------------------------
     def submit(self, job: Job) -> Future[Result]:
         """Queue a job; its Result arrives on the returned future. Raises QueueFull or ValueError."""
         job = self._resolve(job)
