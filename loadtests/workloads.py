@@ -8,6 +8,7 @@ Workloads (``WORKLOADS``):
 - ``nqueens8``: N-Queens 8x8 with 1-3 pre-placed queens (mixed; the paper's 8x8 setting);
 - ``sudoku``: Sudoku with mixed difficulty (easy 45 / medium 36 / hard 28 givens);
 - ``coloring``: graph colouring, 6-12 nodes, 3-4 colours, sometimes a fixed node;
+- ``coloring8``: the same recipe at the paper's size only: 8 nodes, 3 colours;
 - ``mix``: the three /solve families in equal parts;
 - ``mix-sample``: ``mix`` plus 20% unconditional MNIST /sample requests.
 Width (``num_trajectories``) is an integer, or ``"mixed"`` for widths drawn from 1, 4, 16, 64.
@@ -119,9 +120,9 @@ def sudoku_request(rng: random.Random, width: Width) -> Request:
 # ---- Graph colouring --------------------------------------------------------------------------------
 
 
-def coloring_request(rng: random.Random, width: Width) -> Request:
-    n = rng.randint(6, 12)
-    k = rng.choice((3, 4))
+def coloring_request(rng: random.Random, width: Width, n: int | None = None, k: int | None = None) -> Request:
+    n = rng.randint(6, 12) if n is None else n
+    k = rng.choice((3, 4)) if k is None else k
     planted = [rng.randrange(k) for _ in range(n)]
     density = rng.uniform(0.3, 0.6)
     edges = [
@@ -174,6 +175,8 @@ WORKLOADS: dict[str, Generator] = {
     "nqueens8": nqueens_request,
     "sudoku": sudoku_request,
     "coloring": coloring_request,
+    # The paper's colouring size, where the shipped checkpoint solves most often.
+    "coloring8": lambda rng, width: coloring_request(rng, width, n=8, k=3),
     "mix": _mixture([(1, nqueens_request), (1, sudoku_request), (1, coloring_request)]),
     "mix-sample": _mixture(
         [(4, nqueens_request), (4, sudoku_request), (4, coloring_request), (3, sample_request)]
