@@ -11,24 +11,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kernels import ops, reference  # noqa: E402
+from tests.kernel_fixtures import one_thread, triton_mode  # noqa: E402, F401
 
 SEED = torch.tensor([0, 1, 2**40 + 5, 7, 2**62 + 3])
 TRAJ = torch.tensor([0, 3, 2**33, 1, 9])
 COUNTER = torch.tensor([0, 5, 2**32 - 1, 6, 0])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small shapes: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def triton_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAM_KERNELS", "triton")
 
 
 def _reference_words(

@@ -11,22 +11,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kernels import backend, ops, reference  # noqa: E402
+from tests.kernel_fixtures import one_thread, triton_mode  # noqa: E402, F401
 
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=3e-2, rtol=3e-2)}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small shapes: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def triton_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAM_KERNELS", "triton")
 
 
 def _rand(*shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:

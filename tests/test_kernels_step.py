@@ -18,15 +18,7 @@ from kernels.fused_core import fuse, is_fused, unfuse  # noqa: E402
 from kernels.workload import randomize_zero_heads, step_inputs  # noqa: E402
 from model.config import config_for  # noqa: E402
 from model.gram import build_model  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small shapes: one intra-op thread avoids OpenMP barrier stalls when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.kernel_fixtures import one_thread  # noqa: E402, F401
 
 
 def _small_model(mixer: str) -> torch.nn.Module:
