@@ -25,7 +25,15 @@ from rich.table import Table
 from loadtests import promscrape
 from loadtests.arrivals import arrival_times
 from loadtests.stats import LoadPointSummary, RequestRecord, summarise
-from loadtests.workloads import WORKLOADS, Request, Width, make_requests, parse_width
+from loadtests.workloads import (
+    WORKLOADS,
+    MaxSolutions,
+    Request,
+    Width,
+    make_requests,
+    parse_max_solutions,
+    parse_width,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,12 @@ class LoadSpec:
     seed: int = 0
     slo_s: float = 5.0  # latency target for goodput
     request_timeout_s: float = 120.0
+    max_solutions: MaxSolutions = None  # per /solve; None = the service default
+
+    @property
+    def label(self) -> str:
+        answers = "" if self.max_solutions is None else f"/s{self.max_solutions}"
+        return f"{self.workload}/w{self.width}{answers}"
 
 
 def _parse_answer(record: RequestRecord, resp: httpx.Response) -> None:
@@ -105,7 +119,9 @@ async def run_load_point(
 ) -> tuple[LoadPointSummary, list[RequestRecord]]:
     """One offered load against a running service, with the engine's own figures from /metrics."""
     times = arrival_times(spec.rate, spec.duration_s, np.random.default_rng(spec.seed), cv=spec.cv)
-    requests = make_requests(spec.workload, spec.width, len(times), seed=spec.seed)
+    requests = make_requests(
+        spec.workload, spec.width, len(times), seed=spec.seed, max_solutions=spec.max_solutions
+    )
     async with new_client() as client:
         before = await promscrape.scrape(client, base_url)
         records = await run_schedule(client, base_url, requests, times, spec.request_timeout_s)
@@ -113,7 +129,7 @@ async def run_load_point(
     summary = summarise(
         records,
         mode=mode,
-        workload=f"{spec.workload}/w{spec.width}",
+        workload=spec.label,
         offered_rps=spec.rate,
         duration_s=spec.duration_s,
         slo_s=spec.slo_s,
@@ -188,9 +204,20 @@ def main(
     seed: int = typer.Option(0),
     timeout_s: float = typer.Option(120.0, help="client timeout per request"),
     csv_out: Annotated[Path | None, typer.Option("--csv", help="write per-request records here")] = None,
+    max_solutions: str = typer.Option("", help="answers wanted per /solve: N, 'mixed' (1/3/10), '' default"),
 ) -> None:
     """Offer one load to a running service and print throughput, goodput, latency and rejection rates."""
-    spec = LoadSpec(workload, parse_width(width), rate, duration, cv, seed, slo_ms / 1000, timeout_s)
+    spec = LoadSpec(
+        workload,
+        parse_width(width),
+        rate,
+        duration,
+        cv,
+        seed,
+        slo_ms / 1000,
+        timeout_s,
+        parse_max_solutions(max_solutions),
+    )
     summary, records = asyncio.run(run_load_point(url.rstrip("/"), spec))
     print_summaries([summary])
     print(json.dumps(summary.row(), default=float))

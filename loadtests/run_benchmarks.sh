@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in BENCHMARKS.md, in one bounded run (about 20 minutes on the 2-core CPU machine).
+# Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 30 minutes on the 2-core CPU machine).
 #   loadtests/run_benchmarks.sh [WEIGHTS_DIR] [OUT]
 # WEIGHTS_DIR must hold nqueens.safetensors and nqueens_baseline.safetensors (default: model/weights).
 set -euo pipefail
@@ -29,7 +29,12 @@ echo "== service overhead at light load"
 $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
   --out "$OUT/overhead"
 
-echo "== batching modes: offered load to past saturation"
-$PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width 16 \
-  --rate-start "${RATE_START:-0.25}" --rate-factor 1.5 --max-points 10 --duration "${DURATION:-20}" \
-  --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s 570 --out "$OUT/sweep-nqueens8-w16"
+# Two sweeps: clients that want any one answer (max_solutions 1, the common use of a solver), and the
+# API default (max_solutions 10: most trajectories run to the end, so early exit has little to cut).
+for answers in ${MAX_SOLUTIONS:-1 10}; do
+  echo "== batching modes: offered load to past saturation, max_solutions $answers"
+  $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width 16 \
+    --max-solutions "$answers" --rate-start "${RATE_START:-0.25}" --rate-factor 1.5 --max-points 10 \
+    --duration "${DURATION:-20}" --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s 570 \
+    --out "$OUT/sweep-nqueens8-w16-s$answers"
+done

@@ -26,7 +26,14 @@ from loadtests import compare, plots, promscrape
 from loadtests.loadgen import LoadSpec, print_summaries, run_load_point, write_csv
 from loadtests.server import ServiceProcess
 from loadtests.stats import LoadPointSummary
-from loadtests.workloads import WORKLOADS, Width, make_requests, parse_width
+from loadtests.workloads import (
+    WORKLOADS,
+    MaxSolutions,
+    Width,
+    make_requests,
+    parse_max_solutions,
+    parse_width,
+)
 
 console = Console(width=150)
 
@@ -48,9 +55,9 @@ def parse_variant(label: str) -> tuple[str, dict[str, str]]:
     return mode, env
 
 
-def _warm_up(base_url: str, workload: str, width: Width, count: int) -> None:
+def _warm_up(base_url: str, cfg: SweepConfig, count: int) -> None:
     """A few requests before measuring, so lazy initialisation does not land in the first load point."""
-    for req in make_requests(workload, width, count, seed=10_000):
+    for req in make_requests(cfg.workload, cfg.width, count, seed=10_000, max_solutions=cfg.max_solutions):
         httpx.post(f"{base_url}{req.path}", json=req.body, timeout=120.0)
 
 
@@ -79,6 +86,7 @@ class SweepConfig:
     past_saturation: int
     request_timeout_s: float
     seed: int
+    max_solutions: MaxSolutions = None
 
 
 def sweep_mode(base_url: str, mode: str, cfg: SweepConfig, deadline: float) -> list[LoadPointSummary]:
@@ -101,6 +109,7 @@ def sweep_mode(base_url: str, mode: str, cfg: SweepConfig, deadline: float) -> l
             cfg.seed,
             cfg.slo_s,
             cfg.request_timeout_s,
+            cfg.max_solutions,
         )
         summary, _ = asyncio.run(run_load_point(base_url, spec, mode=mode))
         out.append(summary)
@@ -157,6 +166,9 @@ def main(
     env: Annotated[list[str] | None, typer.Option(help="extra service env KEY=VALUE (repeatable)")] = None,
     url: Annotated[str, typer.Option(help="measure this running service instead (mode 'external')")] = "",
     seed: Annotated[int, typer.Option()] = 0,
+    max_solutions: Annotated[
+        str, typer.Option(help="answers per /solve: N (1 = any one), 'mixed' (1/3/10), '' default")
+    ] = "",
     out: Annotated[Path, typer.Option(help="folder for sweep.csv, ratios.json, PNGs")] = Path(
         "loadtests/results/sweep"
     ),
@@ -167,7 +179,17 @@ def main(
     extra_env = dict(item.split("=", 1) for item in (env or []))
     mode_list = ["external"] if url else [m.strip() for m in modes.split(",") if m.strip()]
     cfg = SweepConfig(
-        workload, w, grid, duration, cv, slo_ms / 1000, p99_cap_ms / 1000, past_saturation, timeout_s, seed
+        workload,
+        w,
+        grid,
+        duration,
+        cv,
+        slo_ms / 1000,
+        p99_cap_ms / 1000,
+        past_saturation,
+        timeout_s,
+        seed,
+        parse_max_solutions(max_solutions),
     )
     started = time.monotonic()
     summaries: list[LoadPointSummary] = []
@@ -181,9 +203,11 @@ def main(
         console.print(f"[bold]starting gram serve in {mode} mode[/bold]")
         base_mode, variant_env = parse_variant(mode)
         with ServiceProcess(base_mode, weights_dir=weights_dir, env={**extra_env, **variant_env}) as svc:
-            _warm_up(svc.url, workload, w, count=2)
+            _warm_up(svc.url, cfg, count=2)
             summaries += sweep_mode(svc.url, mode, cfg, deadline)
     title = f"{workload}, width {width}, cv {cv:g}"
+    if max_solutions:
+        title += f", max_solutions {max_solutions}"
     ratios = write_outputs(summaries, out, title, slo_ms / 1000)
     print_summaries(summaries, console)
     console.print_json(json.dumps(ratios))

@@ -12,6 +12,8 @@ Workloads (``WORKLOADS``):
 - ``mix``: the three /solve families in equal parts;
 - ``mix-sample``: ``mix`` plus 20% unconditional MNIST /sample requests.
 Width (``num_trajectories``) is an integer, or ``"mixed"`` for widths drawn from 1, 4, 16, 64.
+Answers wanted (``max_solutions`` of /solve) is the service default when unset, an integer (1 = "any one
+answer", the common case for a solver), or ``"mixed"`` for 1, 3 or 10 per request.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import typer
 
 MIXED_WIDTHS = (1, 4, 16, 64)
+MIXED_MAX_SOLUTIONS = (1, 3, 10)
 SUDOKU_GIVENS = {"easy": 45, "medium": 36, "hard": 28}
 
 
@@ -37,6 +40,7 @@ class Request:
 
 
 Width = int | str
+MaxSolutions = int | str | None  # None: the service default
 Generator = Callable[[random.Random, Width], Request]
 
 
@@ -188,12 +192,34 @@ def parse_width(text: str) -> Width:
     return "mixed" if text == "mixed" else int(text)
 
 
-def make_requests(workload: str, width: Width, count: int, seed: int) -> list[Request]:
-    """``count`` requests of a workload; the same (workload, width, seed) gives the same list."""
+def parse_max_solutions(text: str) -> MaxSolutions:
+    """ "" (service default), "mixed", or a positive integer."""
+    if text in ("", "mixed"):
+        return text or None
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"max_solutions must be >= 1 or 'mixed', got {text}")
+    return value
+
+
+def _with_max_solutions(req: Request, max_solutions: MaxSolutions, rng: random.Random) -> Request:
+    if max_solutions is None or req.path != "/solve":
+        return req
+    m = rng.choice(MIXED_MAX_SOLUTIONS) if max_solutions == "mixed" else int(max_solutions)
+    return Request(req.path, {**req.body, "max_solutions": m}, f"{req.kind}-s{m}")
+
+
+def make_requests(
+    workload: str, width: Width, count: int, seed: int, max_solutions: MaxSolutions = None
+) -> list[Request]:
+    """``count`` requests of a workload; the same (workload, width, seed, max_solutions) gives the same
+    list, and ``max_solutions`` changes nothing but that field (it draws from its own rng)."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}; choose one of {sorted(WORKLOADS)}")
-    rng = random.Random(seed)
-    return [WORKLOADS[workload](rng, width) for _ in range(count)]
+    rng, answers_rng = random.Random(seed), random.Random(seed + 1)
+    return [
+        _with_max_solutions(WORKLOADS[workload](rng, width), max_solutions, answers_rng) for _ in range(count)
+    ]
 
 
 def main(
@@ -201,9 +227,10 @@ def main(
     width: str = typer.Option("16", help="num_trajectories per request, or 'mixed' (1/4/16/64)"),
     count: int = typer.Option(3, help="how many requests to print"),
     seed: int = typer.Option(0),
+    max_solutions: str = typer.Option("", help="answers wanted per /solve: N, 'mixed' (1/3/10), '' default"),
 ) -> None:
     """Print requests of a workload as JSON lines (what the load generator would send)."""
-    for req in make_requests(workload, parse_width(width), count, seed):
+    for req in make_requests(workload, parse_width(width), count, seed, parse_max_solutions(max_solutions)):
         print(json.dumps({"path": req.path, "kind": req.kind, "body": req.body}))
 
 

@@ -77,7 +77,13 @@ def _eval_tables(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def render_card(model: GRAM, report: dict[str, Any] | None, latency: dict[str, float], notes: str) -> str:
+DEFAULT_MACHINE = "2-core x86 CPU (AMD EPYC), 1 torch thread per run, other training runs sharing the cores"
+
+
+def render_card(
+    model: GRAM, report: dict[str, Any] | None, latency: dict[str, float], notes: str,
+    machine: str = DEFAULT_MACHINE,
+) -> str:
     c, card = model.config, model.card
     name = card.get("name", c.task)
     task = task_of(name)
@@ -99,8 +105,7 @@ def render_card(model: GRAM, report: dict[str, Any] | None, latency: dict[str, f
         ("batch", card.get("batch")),
         ("lr / warmup / weight decay", f"{tc.lr} / {tc.warmup} / {tc.weight_decay}"),
         ("AdamW betas / clip", f"{tc.betas} / {tc.clip}"), ("weights shipped", f"EMA (decay {tc.ema_decay})"),
-        ("machine", "2-core x86 CPU shared with six engineers' test runs; 1 torch thread per run, "
-                    "two runs at once"),
+        ("machine", machine),
     ]
     mixture = json.dumps(TRAIN_MIXTURES.get(task, []))
     settings = json.dumps(EVAL_SETTINGS.get(task, []))
@@ -132,7 +137,9 @@ def render_card(model: GRAM, report: dict[str, Any] | None, latency: dict[str, f
     return "\n".join(lines)
 
 
-def ship(name: str, run_dir: Path, notes: str = "", weights: Path = WEIGHTS) -> Path:
+def ship(
+    name: str, run_dir: Path, notes: str = "", weights: Path = WEIGHTS, machine: str = DEFAULT_MACHINE
+) -> Path:
     src = run_dir / "model.safetensors"
     model = load_checkpoint(src)
     dst = weights / f"{name}.safetensors"
@@ -140,7 +147,7 @@ def ship(name: str, run_dir: Path, notes: str = "", weights: Path = WEIGHTS) -> 
     eval_path = weights / f"{name}.eval.json"
     report = json.loads(eval_path.read_text()) if eval_path.exists() else None
     card_path = weights / f"{name}.md"
-    card_path.write_text(render_card(model, report, serving_latency(model), notes))
+    card_path.write_text(render_card(model, report, serving_latency(model), notes, machine))
     return card_path
 
 
@@ -149,9 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("name")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--notes", default=None, help="markdown file appended to the card (comparison, limits)")
+    p.add_argument("--machine", default=DEFAULT_MACHINE, help="what the run was trained on, for the card")
     args = p.parse_args(argv)
     notes = Path(args.notes).read_text() if args.notes else ""
-    print(ship(args.name, Path(args.run_dir or f"runs/{args.name}"), notes))
+    print(ship(args.name, Path(args.run_dir or f"runs/{args.name}"), notes, machine=args.machine))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from loadtests.workloads import (
     Request,
     make_requests,
     nqueens_solutions,
+    parse_max_solutions,
     sudoku_grid,
 )
 
@@ -322,6 +323,23 @@ def test_mixes_are_deterministic_and_cover_their_families() -> None:
     assert widths == {1, 4, 16, 64}
     with pytest.raises(ValueError):
         make_requests("nope", 1, 1, seed=0)
+
+
+def test_max_solutions_sets_only_that_field_of_solve_requests() -> None:
+    plain = make_requests("mix-sample", 16, 60, seed=4)
+    one = make_requests("mix-sample", 16, 60, seed=4, max_solutions=1)
+    mixed = make_requests("mix-sample", 16, 60, seed=4, max_solutions=parse_max_solutions("mixed"))
+    for a, b, c in zip(plain, one, mixed, strict=True):
+        if a.path == "/sample":
+            assert a == b == c  # /sample has no max_solutions
+            continue
+        assert "max_solutions" not in a.body
+        assert b.body == {**a.body, "max_solutions": 1} and b.kind == f"{a.kind}-s1"
+        assert {k: v for k, v in c.body.items() if k != "max_solutions"} == a.body
+    assert {r.body["max_solutions"] for r in mixed if r.path == "/solve"} == {1, 3, 10}
+    assert parse_max_solutions("") is None and parse_max_solutions("4") == 4
+    with pytest.raises(ValueError, match="max_solutions must be >= 1"):
+        parse_max_solutions("0")
 
 
 def test_one_seed_at_two_rates_gives_the_same_arrivals_compressed() -> None:

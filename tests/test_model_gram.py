@@ -42,7 +42,7 @@ def test_shapes_of_every_output(task: str) -> None:
 
 def test_encode_rejects_wrong_shape() -> None:
     model = tiny_model("nqueens")
-    with pytest.raises(ValueError, match=r"\[B, 144, 1\]"):
+    with pytest.raises(ValueError, match=r"\[B, 12, 1\]"):
         model.encode(torch.ones(2, 81, 1, dtype=torch.long))
 
 

@@ -34,17 +34,7 @@ def test_weights_folder_ships_every_checkpoint_with_a_card() -> None:
         assert path.with_suffix(".md").exists(), f"{path.name} has no model card"
 
 
-# Known gap, kept visible: the CPU-budget GRAM N-Queens checkpoint only copies the given queens (see its
-# model card). strict: the day a retrained checkpoint solves the probes, this marker must go.
-KNOWN_FAILING = {"nqueens": "the CPU-budget GRAM N-Queens checkpoint places no queens (model card)"}
-CASES = [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING[p.stem]))
-    if p.stem in KNOWN_FAILING else p
-    for p in SHIPPED
-]
-
-
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in SHIPPED])
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_checkpoint_solves_and_every_answer_verifies(path: Path) -> None:
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     model = load_checkpoint(path)

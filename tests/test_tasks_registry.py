@@ -12,7 +12,7 @@ from model.tasks.registry import TASKS, get_task
 
 README_SPECS = {
     "sudoku": TaskSpec(81, 1, 11, 1, 11),
-    "nqueens": TaskSpec(144, 1, 3, 1, 3),
+    "nqueens": TaskSpec(12, 1, 14, 1, 14),
     "graph_coloring": TaskSpec(16, 18, 6, 1, 5),
     "mnist": TaskSpec(49, 1, 2, 16, 3),
 }

@@ -1,8 +1,14 @@
 """N-Queens on an n x n board, n = 4..12, with optional pre-placed queens.
 
-Tokens: the board sits top-left in a fixed 12 x 12 grid (L = 144, row-major); cells outside the n x n
-board are PAD (0), so one model serves every n and ``n`` is recoverable from ``x`` (the number of
-non-PAD cells in row 0). Input: 1 empty, 2 pre-placed queen. Output: 1 empty, 2 queen.
+Tokens: one token per board row, padded to 12 rows (L = 12): row r carries the column of its queen, as
+token ``2 + column``; rows past the board are PAD (0), so one model serves every n and ``n`` is the
+number of non-PAD rows of ``x``. Input: ``OPEN`` (1) for a row whose queen the model must place, ``2 + c``
+for a pre-placed queen in column c. Output: ``2 + c`` in every board row.
+
+Why rows and not the paper's 144 cells (GRAM.md, token table): "one queen per row" then holds by
+construction and a board is 12 tokens instead of 144, so a CPU training budget buys about ten times as
+many examples; the model still has to learn columns and diagonals. The API (``n``, ``queens``, ``board``)
+does not depend on the layout.
 
 Generation follows the paper (GRAM C.2.1): take a complete solution, keep only ``given`` of its queens
 (1-3 by default, as 8x8 with 5-7 removed); the target is the original board, and the input usually has
@@ -23,10 +29,11 @@ from model.tasks.datasets import GeneratedPairs
 from model.tasks.fields import as_int, as_int_pairs, require
 from model.tasks.tensors import check_batch, small_ints_key
 
-SIDE = 12  # the padded board every n is embedded in
+SIDE = 12  # rows of the padded board every n is embedded in
 MIN_N, MAX_N = 4, 12
-EMPTY, QUEEN = 1, 2
-SPEC = TaskSpec(seq_len=SIDE * SIDE, in_group=1, in_vocab=3, out_group=1, out_vocab=3)
+OPEN = 1  # input: a row whose queen is to be placed
+COL0 = 2  # token of a queen in column 0; column c is COL0 + c
+SPEC = TaskSpec(seq_len=SIDE, in_group=1, in_vocab=COL0 + SIDE, out_group=1, out_vocab=COL0 + SIDE)
 # Default board sizes: the paper's 8 and 10 dominate, every other size still appears.
 DEFAULT_N_WEIGHTS = {n: (4 if n in (8, 10) else 1) for n in range(MIN_N, MAX_N + 1)}
 
@@ -65,27 +72,23 @@ def all_solutions(n: int) -> tuple[Placement, ...]:
 
 
 def placement_tokens(n: int, queens: dict[int, int]) -> torch.Tensor:
-    """LongTensor[144, 1]: the n x n board top-left, 1 empty / 2 queen inside, PAD outside."""
-    board = torch.full((SIDE, SIDE), PAD, dtype=torch.long)
-    board[:n, :n] = EMPTY
+    """LongTensor[12, 1]: ``COL0 + column`` in rows with a queen, OPEN in the other board rows, PAD below."""
+    rows = torch.full((SIDE, 1), PAD, dtype=torch.long)
+    rows[:n] = OPEN
     for r, c in queens.items():
-        board[r, c] = QUEEN
-    return board.reshape(SIDE * SIDE, 1)
+        rows[r] = COL0 + c
+    return rows
 
 
 def board_size(x: torch.Tensor) -> int:
-    """n of one input x [144, 1] (non-PAD cells of row 0)."""
-    return int((x.reshape(SIDE, SIDE)[0] != PAD).sum())
+    """n of one input x [12, 1] (its non-PAD rows)."""
+    return int((x.reshape(SIDE) != PAD).sum())
 
 
 def queens_of(tokens: torch.Tensor) -> dict[int, int]:
-    """row -> column of the queens in a token board [144, 1] (first queen of a row wins)."""
-    board = tokens.reshape(SIDE, SIDE)
-    rows, cols = (board == QUEEN).nonzero(as_tuple=True)
-    placed: dict[int, int] = {}
-    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-        placed.setdefault(r, c)
-    return placed
+    """row -> column of the queens in a token board [12, 1]."""
+    cols = tokens.reshape(SIDE).tolist()
+    return {r: c - COL0 for r, c in enumerate(cols) if COL0 <= c < COL0 + SIDE}
 
 
 def attack_reason(a: tuple[int, int], b: tuple[int, int]) -> str | None:
@@ -100,35 +103,14 @@ def attack_reason(a: tuple[int, int], b: tuple[int, int]) -> str | None:
 
 
 @functools.cache
-def _line_matrix(device: torch.device) -> torch.Tensor:
-    """float[144, 70]: one-hot of each cell's row (12), column (12), diagonal (23), anti-diagonal (23).
-
-    ``queens @ M`` counts queens per line for a whole batch in one matmul.
-    """
-    idx = torch.arange(SIDE * SIDE)
-    r, c = idx // SIDE, idx % SIDE
-    m = torch.zeros(SIDE * SIDE, 2 * SIDE + 2 * (2 * SIDE - 1))
-    m[idx, r] = 1
-    m[idx, SIDE + c] = 1
-    m[idx, 2 * SIDE + (r - c + SIDE - 1)] = 1
-    m[idx, 2 * SIDE + (2 * SIDE - 1) + (r + c)] = 1
-    return m.to(device)
+def _row_index(device: torch.device) -> torch.Tensor:
+    return torch.arange(SIDE, device=device)
 
 
-@functools.cache
-def _legal_cell_pairs(device: torch.device) -> torch.Tensor:
-    """bool[25] over (x + 1) * 5 + (y + 1), tokens clamped to -1..3: the legal (input, output) pairs."""
-    table = torch.zeros(25, dtype=torch.bool)
-    for x_tok, y_tok in ((PAD, PAD), (EMPTY, EMPTY), (EMPTY, QUEEN), (QUEEN, QUEEN)):
-        table[(x_tok + 1) * 5 + y_tok + 1] = True
-    return table.to(device)
-
-
-@functools.cache
-def _cell_rows_cols(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, column) of each of the 144 cells."""
-    idx = torch.arange(SIDE * SIDE, device=device)
-    return idx // SIDE, idx % SIDE
+def _at_most_one_per_line(line: torch.Tensor, on_board: torch.Tensor, lines: int) -> torch.Tensor:
+    """bool[B]: no two on-board rows share a line index (line: long[B, 12] in 0..lines-1)."""
+    onehot = torch.nn.functional.one_hot(line.clamp(0, lines - 1), lines) * on_board[..., None]
+    return (onehot.sum(1) <= 1).all(-1)
 
 
 class NQueensTask(GeneratedPairs):
@@ -181,22 +163,22 @@ class NQueensTask(GeneratedPairs):
     def verify(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         check_batch(self.spec, y, x)
         yy, xx = y[..., 0], x[..., 0]
-        # One table lookup per cell checks both vocabularies, PAD exactly off the board, and kept givens.
-        code = (xx.clamp(-1, 3) + 1) * 5 + (yy.clamp(-1, 3) + 1)
-        cells_ok = _legal_cell_pairs(x.device)[code].all(-1)
-        # x must be a top-left n x n board with n >= 4 (n = non-PAD cells of row 0).
-        n = (xx[:, :SIDE] != PAD).sum(-1, keepdim=True)  # [B, 1]
-        rows, cols = _cell_rows_cols(x.device)
-        inside = (rows < n) & (cols < n)
-        board_ok = ((xx != PAD) == inside).all(-1) & (n[:, 0] >= MIN_N)
-        counts = (yy == QUEEN).to(torch.float32) @ _line_matrix(x.device)  # [B, 70] queens per line
-        need = (cols[:SIDE] < n).to(torch.float32)  # one queen in each of the first n rows and columns
+        rows = _row_index(x.device)
+        # x must be a board of n >= 4 leading rows, each OPEN or a queen on the board.
+        n = (xx != PAD).sum(-1, keepdim=True)  # [B, 1]
+        on_board = rows < n  # [B, 12]
+        x_ok = ((xx != PAD) == on_board).all(-1) & (n[:, 0] >= MIN_N) & (xx < COL0 + n).all(-1)
+        # y: a queen on the board in every board row, PAD below, and every given queen kept.
+        col = yy - COL0
+        y_ok = torch.where(on_board, (col >= 0) & (col < n), yy == PAD).all(-1)
+        kept = torch.where(xx >= COL0, yy == xx, True).all(-1)
+        # Distinct columns, diagonals (col - row) and anti-diagonals (col + row) among the board rows.
         lines_ok = (
-            (counts[:, :SIDE] == need).all(-1)
-            & (counts[:, SIDE : 2 * SIDE] == need).all(-1)
-            & (counts[:, 2 * SIDE :] <= 1).all(-1)
+            _at_most_one_per_line(col, on_board, SIDE)
+            & _at_most_one_per_line(col - rows + SIDE - 1, on_board, 2 * SIDE - 1)
+            & _at_most_one_per_line(col + rows, on_board, 2 * SIDE - 1)
         )
-        return cells_ok & board_ok & lines_ok
+        return x_ok & y_ok & kept & lines_ok
 
     # ---- solver ------------------------------------------------------------------------------------
     def solve(self, instance: Instance, cap: int) -> list[torch.Tensor]:
@@ -256,16 +238,17 @@ class NQueensTask(GeneratedPairs):
         return self.symmetry(x, y, rng.randrange(8))
 
     def symmetry(self, x: torch.Tensor, y: torch.Tensor, which: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetry ``which`` in 0..7: ``which % 4`` quarter turns, then a transpose when ``which >= 4``."""
+        """Symmetry ``which`` in 0..7 of the n x n board: ``which % 4`` quarter turns, then a transpose when
+        ``which >= 4``. Queens never share a row or column, so the image is again one queen per row."""
         n = board_size(x)
 
+        def move(r: int, c: int) -> tuple[int, int]:
+            for _ in range(which % 4):  # quarter turn, as torch.rot90 on the board
+                r, c = n - 1 - c, r
+            return (c, r) if which >= 4 else (r, c)
+
         def apply(t: torch.Tensor) -> torch.Tensor:
-            grid = t.reshape(SIDE, SIDE).clone()
-            sub = torch.rot90(grid[:n, :n], which % 4, dims=(0, 1))
-            if which >= 4:
-                sub = sub.transpose(0, 1)
-            grid[:n, :n] = sub
-            return grid.reshape(t.shape)
+            return placement_tokens(n, dict(move(r, c) for r, c in queens_of(t).items())).reshape(t.shape)
 
         return apply(x), apply(y)
 
