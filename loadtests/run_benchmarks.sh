@@ -9,9 +9,9 @@ OUT=${2:-loadtests/results}
 PY=${PY:-.venv/bin/python}
 # One torch thread per engine: the load generator needs the other core (and training may share the CPU).
 THREADS=${THREADS:-1}
-# The same slots in every mode. 16: on this CPU a step's cost per trajectory stops falling at ~8 slots
-# (loadtests/results/step_scaling), so more slots only lengthen each iteration.
-SLOTS=${SLOTS:-16}
+# The same slots in every mode. 32: on this CPU the N-Queens model's cost per trajectory-step stops
+# falling at 8-32 slots (loadtests/results/step_scaling), so more slots only lengthen each iteration.
+SLOTS=${SLOTS:-32}
 SERVICE_ENV=(--env GRAM_MODELS=nqueens --env GRAM_TORCH_THREADS=$THREADS --env GRAM_MAX_QUEUE=64
              --env GRAM_SLOTS=$SLOTS)
 
@@ -29,12 +29,13 @@ echo "== service overhead at light load"
 $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
   --out "$OUT/overhead"
 
-# Two sweeps: clients that want any one answer (max_solutions 1, the common use of a solver), and the
-# API default (max_solutions 10: most trajectories run to the end, so early exit has little to cut).
-for answers in ${MAX_SOLUTIONS:-1 10}; do
-  echo "== batching modes: offered load to past saturation, max_solutions $answers"
-  $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width 16 \
-    --max-solutions "$answers" --rate-start "${RATE_START:-0.25}" --rate-factor 1.5 --max-points 10 \
+# Two sweeps (WIDTH:MAX_SOLUTIONS): the mixed traffic a solver sees (widths 1/4/16/64, answers wanted
+# 1/3/10), and width 16 asking for any one answer (what early exit can cut at most).
+for sweep in ${SWEEPS:-mixed:mixed 16:1}; do
+  IFS=: read -r width answers <<< "$sweep"
+  echo "== batching modes: offered load to past saturation, width $width, max_solutions $answers"
+  $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width "$width" \
+    --max-solutions "$answers" --rate-start "${RATE_START:-0.5}" --rate-factor 1.5 --max-points 10 \
     --duration "${DURATION:-20}" --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s 570 \
-    --out "$OUT/sweep-nqueens8-w16-s$answers"
+    --out "$OUT/sweep-nqueens8-w$width-s$answers"
 done

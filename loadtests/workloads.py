@@ -6,6 +6,7 @@ Sudoku holes are punched in a complete grid, colourings are planted before edges
 
 Workloads (``WORKLOADS``):
 - ``nqueens8``: N-Queens 8x8 with 1-3 pre-placed queens (mixed; the paper's 8x8 setting);
+- ``nqueens6``: the same on 6x6 boards, which the shipped checkpoint solves at the first step;
 - ``sudoku``: Sudoku with mixed difficulty (easy 45 / medium 36 / hard 28 givens);
 - ``coloring``: graph colouring, 6-12 nodes, 3-4 colours, sometimes a fixed node;
 - ``coloring8``: the same recipe at the paper's size only: 8 nodes, 3 colours;
@@ -179,6 +180,9 @@ WORKLOADS: dict[str, Generator] = {
     "nqueens8": nqueens_request,
     "sudoku": sudoku_request,
     "coloring": coloring_request,
+    # A board size the shipped N-Queens checkpoint has mastered (every trajectory valid at step 1): what
+    # continuous batching and early exit do for a model that solves.
+    "nqueens6": lambda rng, width: nqueens_request(rng, width, n=6),
     # The paper's colouring size, where the shipped checkpoint solves most often.
     "coloring8": lambda rng, width: coloring_request(rng, width, n=8, k=3),
     "mix": _mixture([(1, nqueens_request), (1, sudoku_request), (1, coloring_request)]),

@@ -129,7 +129,7 @@ def render_card(
         _eval_tables(report) if report else "(no eval report)", "",
         f"Serving cost: one request with {latency.get('trajectories')} trajectories x "
         f"{latency.get('steps')} steps (no early exit) took {latency.get('median_s')} s here "
-        "(median of 3, 2 threads, while other jobs shared the CPU).", "",
+        "(median of 3, 2 threads; the card's machine row says what else ran).", "",
         "## Against the paper", "",
         "| task | metric | paper GRAM | paper TRM |", "|---|---|---|---|", PAPER.get(task, ""), "",
         notes.strip(), "",
