@@ -3,9 +3,9 @@ trajectories/s, and model FLOP/s as a fraction of this device's GEMM peak measur
 
 GPU paths: eager (torch), compile (torch.compile of the recursive core), compile+graphs, triton (the
 kernels via kernels.ops), triton+fused (kernels.fused_core), triton+fused+graphs (kernels.cuda_graphs).
-CPU paths (--cpu, or automatically without CUDA): eager fp32, eager bf16, compile — the candidates of
-kernels.cpu_path — over a smaller batch range. Writes a CSV (--csv) and prints a table plus the issue's
-targets, met or not. A deadline (--budget-s) skips what would not fit, and says so.
+CPU paths (--cpu, or automatically without CUDA): eager fp32, eager bf16, compile, bf16+compile (the
+paths of kernels.cpu_path) over a smaller batch range. Writes a CSV (--csv) and prints a table plus the
+issue's targets, met or not. A deadline (--budget-s) skips what would not fit, and says so.
 
     python -m kernels.bench                                   # GPU: batches 64..4096, < 8 minutes
     python -m kernels.bench --cpu --batches 64,256 --tasks graph_coloring,nqueens
@@ -29,7 +29,7 @@ from kernels.flops import count_flops, gemm_peak, kernels_mode, sync
 from kernels.workload import randomize_zero_heads, step_inputs
 
 GPU_PATHS = ("eager", "compile", "compile+graphs", "triton", "triton+fused", "triton+fused+graphs")
-CPU_PATHS = ("fp32", "bf16", "compile")
+CPU_PATHS = ("fp32", "bf16", "compile", "bf16+compile")
 
 
 @dataclass
@@ -156,7 +156,7 @@ def bench_cpu(args: argparse.Namespace, peaks: dict[str, float], deadline: float
                 flops = count_flops(_bind(model.step, h, l, e_x, noise))
                 with kernels_mode("torch"):
                     warm, step_s = _time_step(_bind(fn_step, h, l, e_x, noise), device, args.min_s, 5)
-                dt = "bfloat16" if path == "bf16" else "float32"
+                dt = "bfloat16" if path.startswith("bf16") else "float32"
                 r = _result(device, task, model, dt, batch, path, step_s, flops, warm, peaks)
                 eager = next((x for x in out if (x.task, x.batch, x.path) == (task, batch, "fp32")), None)
                 r.speedup_vs_eager = eager.step_ms / r.step_ms if eager else 1.0
