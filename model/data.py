@@ -106,26 +106,6 @@ def _graph_invariant(x: torch.Tensor, rounds: int = 3) -> bytes:
     return f"{len(present)}|{k}|".encode() + ",".join(sorted(labels.values())).encode()
 
 
-def canonical_colouring(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Relabel a colouring target so colours appear in order 0, 1, 2, ... over nodes 0, 1, ... when no
-    node has a fixed colour. Colour names are arbitrary there, so a random labelled target makes every
-    node's colour uniform: no network can predict it from x, and the training signal is noise. The
-    canonical target is one per equivalence class, the classes the family deduplicates by."""
-    n_slots = x.shape[0]
-    fixed = x[:, n_slots]
-    if bool((fixed >= 2).any()):
-        return y
-    mapping: dict[int, int] = {}
-    out = y.clone()
-    for i in range(n_slots):
-        tok = int(y[i, 0])
-        if tok <= 0:
-            continue
-        mapping.setdefault(tok, 1 + len(mapping))
-        out[i, 0] = mapping[tok]
-    return out
-
-
 @dataclass
 class HeldOut:
     setting: str
@@ -190,8 +170,9 @@ class TrainStream:
                 continue
             if self.augment:
                 x, y = self.task.augment(x, y, self.rng)
-            if self.task.name == "graph_coloring":
-                y = canonical_colouring(x, y)
+            target = getattr(self.task, "training_target", None)  # a family's canonical target, if any
+            if target is not None:
+                y = target(x, y)
             return x, y
         raise RuntimeError(f"{self.task.name}: could not draw a training pair in 1000 tries")
 

@@ -188,3 +188,20 @@ def test_verdict_on_a_changed_colour_matches_the_solver(seed: int, node: int, to
     solutions = {bytes(s.reshape(-1).tolist()) for s in TASK.solve(instance, cap=10_000)}
     expected = token >= 0 and bytes(bad.reshape(-1).tolist()) in solutions
     assert verify_one(bad, instance.x) == expected
+
+
+def test_training_target_relabels_free_colourings_and_keeps_pinned_ones() -> None:
+    body = {"num_nodes": 5, "num_colors": 3, "edges": [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]]}
+    free = TASK.parse(body)
+    solutions = TASK.solve(free, cap=100)
+    targets = [TASK.training_target(free.x, y) for y in solutions]
+    for y, t in zip(solutions, targets, strict=True):
+        assert verify_one(t, free.x)
+        assert TASK.canonical_key(free.x, t) == TASK.canonical_key(free.x, y)
+        colours = TASK.format(free, t)["colors"]
+        assert colours[0] == 0 and max(colours[:2]) == 1  # colours appear in order 0, 1, 2 over nodes
+    assert len({bytes(t.flatten().tolist()) for t in targets}) == len({TASK.canonical_key(free.x, y)
+                                                                        for y in solutions})
+    pinned = TASK.parse({**body, "fixed": {"0": 2}})
+    for y in TASK.solve(pinned, cap=100):
+        assert torch.equal(TASK.training_target(pinned.x, y), y)

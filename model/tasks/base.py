@@ -17,7 +17,8 @@ Token layout (shared by every family and by the model):
 Beyond the protocol, the families offer (duck-typed, so callers use ``getattr``):
 ``sample_training_pair(rng, **knobs) -> (x, y)`` (the trainer's fast path; Sudoku draws from a fixed,
 augmented pool because its unique-solution generator is slow), ``generate_dataset(seed, count, **knobs)``
-and, for N-Queens, ``symmetry(x, y, which)`` enumerating the 8 board symmetries.
+``training_target(x, y) -> y`` (the target the trainer fits, after augmentation: colouring relabels
+colours canonically) and, for N-Queens, ``symmetry(x, y, which)`` enumerating the 8 board symmetries.
 """
 
 from __future__ import annotations

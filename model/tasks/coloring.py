@@ -324,6 +324,25 @@ class GraphColoringTask(GeneratedPairs):
             f"no graph with {min_colorings}..{max_colorings} colourings found in {max_tries} tries"
         )
 
+    def training_target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The trainer's target for (x, y): colours relabelled to appear in order 0, 1, 2, ... over nodes
+        0, 1, ... when no node has a fixed colour. Colour names are arbitrary there, so a random labelled
+        target makes every node's colour uniform: no network can predict it from x, and the training
+        signal is noise. The canonical target is one per equivalence class, the classes
+        ``canonical_key`` deduplicates by. With a fixed colour the labels are pinned: y is kept."""
+        n_slots = x.shape[0]
+        fixed = x[:, n_slots]
+        if bool((fixed >= 2).any()):
+            return y
+        mapping: dict[int, int] = {}
+        out = y.clone()
+        for i in range(n_slots):
+            tok = int(y[i, 0])
+            if tok <= 0:
+                continue
+            mapping.setdefault(tok, 1 + len(mapping))
+            out[i, 0] = mapping[tok]
+        return out
 
     def augment(
         self, x: torch.Tensor, y: torch.Tensor, rng: random.Random

@@ -172,7 +172,6 @@ class MnistTask(GeneratedPairs):
         y = to_tokens(bits[index : index + 1])[0]
         return Instance(self.name, self.blank_input(), {"index": index}), y
 
-
     def augment(
         self, x: torch.Tensor, y: torch.Tensor, rng: random.Random
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -230,7 +230,6 @@ class NQueensTask(GeneratedPairs):
             f"completions found in {max_tries} tries"
         )
 
-
     def augment(
         self, x: torch.Tensor, y: torch.Tensor, rng: random.Random
     ) -> tuple[torch.Tensor, torch.Tensor]:
