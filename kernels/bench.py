@@ -83,7 +83,7 @@ def _time_step(
 
 
 def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Callable[..., Any]:
-    from kernels.cpu_path import raise_recompile_limit
+    from kernels.cpu_path import compile_core
     from kernels.cuda_graphs import GraphedStep
     from kernels.fused_core import fuse
 
@@ -91,10 +91,7 @@ def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Call
         return model.step
     if path.startswith("compile"):
         if "compiled" not in graphs:
-            net = copy.deepcopy(model)
-            raise_recompile_limit()
-            net.core = torch.compile(net.core, dynamic=True)  # one compilation for every batch size
-            graphs["compiled"] = net
+            graphs["compiled"] = compile_core(copy.deepcopy(model))  # one compilation for every batch size
         net = graphs["compiled"]
     else:
         if "fused" not in graphs:

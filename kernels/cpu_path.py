@@ -56,6 +56,17 @@ def raise_recompile_limit(limit: int = 64) -> None:
             return
 
 
+def compile_core(net: Any) -> Any:
+    """Compile ``net``'s recursive core in place (the module run T*(K+1) times per step) and return net.
+
+    dynamic=True: the engine's active-slot count changes from step to step and must not recompile each
+    time. Every model's core shares one forward code object (f_L with 3 inputs, f_H with 2, per model
+    instance), so a process serving several families needs more than dynamo's default 8 variants."""
+    raise_recompile_limit()
+    net.core = torch.compile(net.core, dynamic=True)
+    return net
+
+
 def make_step(model: Any, path: str) -> StepFn:
     """A callable with model.step's signature running ``path``; the model itself is left untouched."""
     if path == "fp32":
@@ -63,8 +74,7 @@ def make_step(model: Any, path: str) -> StepFn:
     if path in ("bf16", "bf16+compile"):
         low = copy.deepcopy(model).to(torch.bfloat16)
         if path == "bf16+compile":
-            raise_recompile_limit()
-            low.core = torch.compile(low.core, dynamic=True)
+            compile_core(low)
 
         def step_bf16(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
             out = low.step(h.to(torch.bfloat16), l.to(torch.bfloat16), e_x.to(torch.bfloat16), noise)
@@ -72,13 +82,7 @@ def make_step(model: Any, path: str) -> StepFn:
 
         return step_bf16
     if path == "compile":
-        compiled = copy.deepcopy(model)
-        # dynamic=True: the engine's active-slot count changes from step to step and must not recompile
-        # each time. Every model's core shares one forward code object (f_L with 3 inputs, f_H with 2, per
-        # model instance), so a process serving several families needs more than dynamo's default 8.
-        raise_recompile_limit()
-        compiled.core = torch.compile(compiled.core, dynamic=True)
-        return compiled.step
+        return compile_core(copy.deepcopy(model)).step
     raise ValueError(f"unknown CPU path {path!r}; known: {', '.join(SELECTABLE)}")
 
 
