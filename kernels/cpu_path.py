@@ -6,11 +6,13 @@ measurement, overridable with GRAM_CPU_PATH=auto|fp32|bf16|compile|bf16+compile.
 
 Every path takes and returns the engine's tensors unchanged in dtype (fp32 slot state): the bf16 path
 casts h, l, e_x on the way in and the new h, l on the way out, so the engine never sees a mixed batch.
-"compile" compiles the recursive core (the module run T*(K+1) times per step, where the FLOPs are), not
-the whole unrolled step, which keeps compilation to seconds instead of minutes on 2 cores; the batch
-dimension is dynamic, so one compilation serves every batch size. "bf16+compile" does both (the fastest
-path measured for the N-Queens model, 1.23x bf16 eager at 256 slots, kernels/README.md); it is selectable
-but not among auto's candidates, because compiling it at start-up costs ~11 s per model on this CPU.
+"bf16+compile" runs bf16 weights with torch.compile of the whole transition (K f_L updates, f_H, the
+prior's guidance and its noise; short sequences take the fused short-form attention): the fastest path
+measured for N-Queens, colouring and Sudoku (1.2-1.6x bf16 eager; kernels/README.md). "compile" compiles
+only the fp32 recursive core; it never won here, so auto does not spend a compilation on it, but it stays
+selectable. The batch dimension is dynamic, so one graph serves every batch size >= 2 (plus one for
+batch 1); both are built before make_step returns, so no request pays for a compilation. Compiling costs
+15-20 s per model on this CPU with a cold inductor cache, 2-5 s with a warm one.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ import torch
 
 from kernels.flops import count_flops
 from kernels.workload import step_inputs
+from model.layers import SelfAttention
 
 ENV_VAR = "GRAM_CPU_PATH"
-PATHS = ("fp32", "bf16", "compile")  # what "auto" measures
-SELECTABLE = (*PATHS, "bf16+compile")
+# What "auto" measures. Not "compile" (fp32): it never beat bf16 eager here, and it costs a compilation.
+PATHS = ("fp32", "bf16", "bf16+compile")
+SELECTABLE = (*PATHS, "compile")
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], Any]
 
@@ -67,22 +71,68 @@ def compile_core(net: Any) -> Any:
     return net
 
 
+SHORT_SEQUENCE = 64  # longest P + L for which compile_transition uses reference.short_attention
+
+
+def compile_transition(net: Any) -> Any:
+    """Compile ``net``'s whole transition in place (K f_L updates, f_H and the prior's guidance with its
+    counter-based noise) and return net: the bf16+compile path.
+
+    Against compile_core this also fuses the guidance (the Philox rounds and Box-Muller are dozens of
+    eager integer ops per call) and, for sequences of at most SHORT_SEQUENCE positions, computes the
+    attention in its short form, which the inductor fuses where the CPU's SDPA kernel pays a fixed cost
+    per (batch, head) pair. N-Queens at 256 slots, bf16, 1 thread: 175 ms against 183 ms for compile_core
+    (measured). It costs more compilation (~20 s per model here), one graph per transition index t."""
+    raise_recompile_limit()
+    if net.config.total_len <= SHORT_SEQUENCE:
+        for module in net.modules():
+            if isinstance(module, SelfAttention):
+                module.short_form = True
+    net.transition = torch.compile(net.transition, dynamic=True)
+    return net
+
+
+def _inference(fn: StepFn) -> StepFn:
+    """Run ``fn`` under inference_mode on inference-tensor copies of its inputs, whoever calls it.
+
+    Dynamo guards on the grad mode and on each input's dispatch keys, which differ between tensors made
+    inside and outside inference_mode; the engine makes its tensors inside, a measurement outside. Either
+    would compile the step again (17 s measured) on the other's first call. The copies cost microseconds."""
+
+    def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
+        with torch.inference_mode():
+            keys = dataclasses.replace(noise, **{f.name: getattr(noise, f.name).clone()
+                                                 for f in dataclasses.fields(noise)})
+            return fn(h.clone(), l.clone(), e_x.clone(), keys)
+
+    return step
+
+
+def _warm(fn: StepFn, model: Any) -> StepFn:
+    """Compile now rather than on a request: dynamo gives batch 1 its own graph and batches >= 2 one
+    dynamic graph, so both are built here (a lone width-1 request otherwise paid a 20 s compile)."""
+    for batch in (1, 2):
+        fn(*step_inputs(model, batch))
+    return fn
+
+
 def make_step(model: Any, path: str) -> StepFn:
-    """A callable with model.step's signature running ``path``; the model itself is left untouched."""
+    """A callable with model.step's signature running ``path``; the model itself is left untouched.
+    Compiled paths are compiled before this returns (seconds; see compile_transition)."""
     if path == "fp32":
         return model.step
     if path in ("bf16", "bf16+compile"):
         low = copy.deepcopy(model).to(torch.bfloat16)
         if path == "bf16+compile":
-            compile_core(low)
+            compile_transition(low)
 
         def step_bf16(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
             out = low.step(h.to(torch.bfloat16), l.to(torch.bfloat16), e_x.to(torch.bfloat16), noise)
             return _cast_output(out, h.dtype)
 
-        return step_bf16
+        return step_bf16 if path == "bf16" else _warm(_inference(step_bf16), model)
     if path == "compile":
-        return compile_core(copy.deepcopy(model)).step
+        return _warm(_inference(compile_core(copy.deepcopy(model)).step), model)
     raise ValueError(f"unknown CPU path {path!r}; known: {', '.join(SELECTABLE)}")
 
 
@@ -91,7 +141,7 @@ class PathFigures:
     path: str
     batch: int
     step_s: float  # best of the timed steps
-    warmup_s: float  # first call (includes compilation for "compile")
+    warmup_s: float  # building the path and its first call (compilation, for the compiled paths)
     trajectories_per_s: float  # slots advanced by one supervision step per second
     model_gflops: float  # model GFLOP/s (matmul-class FLOPs of the step / step_s)
 
@@ -107,12 +157,12 @@ def measure(model: Any, batch: int, paths: tuple[str, ...] = PATHS, repeats: int
     flops = count_flops(lambda: model.step(h, l, e_x, noise))
     figures = []
     for path in paths:
+        t0 = time.perf_counter()
         fn = make_step(model, path)
         if keep is not None:
             keep[path] = fn
-        t0 = time.perf_counter()
         fn(h, l, e_x, noise)
-        warm = time.perf_counter() - t0
+        warm = time.perf_counter() - t0  # building the path (compiling it) and its first step
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()

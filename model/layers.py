@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import ops
+from kernels import ops, reference
 from model.config import GRAMConfig
 
 
@@ -40,7 +40,13 @@ class SelfAttention(nn.Module):
     states always carry them). RoPE would rotate q and k in every one of the T*(K+1)*layers attention
     calls per supervision step; on a 2-core CPU that is a measurable cost for no accuracy we could show in
     the training budget, so the shipped models use learned absolute positions.
+
+    ``short_form``: compute the attention as ``reference.short_attention`` instead of SDPA. Only the
+    compiled CPU path sets it (kernels.cpu_path), where the inductor fuses it and it is the faster form
+    for the shipped models' short sequences.
     """
+
+    short_form: bool = False
 
     def __init__(self, cfg: GRAMConfig) -> None:
         super().__init__()
@@ -53,7 +59,10 @@ class SelfAttention(nn.Module):
         b, s, d = x.shape
         qkv = F.linear(x, self.w_qkv).view(b, s, 3, self.n_heads, d // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, d_head]
-        out = F.scaled_dot_product_attention(q, k, v)
+        if self.short_form:
+            out = reference.short_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return F.linear(out.transpose(1, 2).reshape(b, s, d), self.w_out)
 
 

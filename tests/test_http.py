@@ -71,7 +71,9 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from service.cli import app; app()", "serve", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "warning"],
-            cwd=REPO, env={**os.environ, "GRAM_WEIGHTS_DIR": str(weights), **env},
+            # bf16 eager unless a test says otherwise: auto would compile every model at start-up (a minute
+            # per server here); the CPU path choice has its own tests (test_kernels_step.py).
+            cwd=REPO, env={**os.environ, "GRAM_WEIGHTS_DIR": str(weights), "GRAM_CPU_PATH": "bf16", **env},
         )
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:

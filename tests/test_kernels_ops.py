@@ -107,6 +107,15 @@ def test_decode_epilogue_bf16_logits() -> None:
     torch.testing.assert_close(logprob, ref_logprob, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_short_attention_is_scaled_dot_product_attention(dtype: torch.dtype) -> None:
+    q, k, v = (torch.randn(3, 4, 14, 32, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    got = reference.short_attention(q.to(dtype), k.to(dtype), v.to(dtype))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, atol=1e-5 if dtype == torch.float32 else 3e-2, rtol=0)
+
+
 def test_gaussian_kl_matches_reference() -> None:
     torch.manual_seed(5)
     mq, mp = _rand(2, 5, 33), _rand(2, 5, 33)

@@ -156,6 +156,34 @@ def test_bf16_compile_path_matches_bf16_eager(monkeypatch: pytest.MonkeyPatch) -
     assert (got.tokens == eager.tokens).float().mean() >= 0.9  # argmax may flip on near-ties only
 
 
+def test_compiled_path_never_compiles_on_an_engine_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_step builds every graph the engine needs (batch 1, and batches >= 2 under inference_mode), so
+    a lone width-1 request or the first full batch never waits for a compilation."""
+    import torch._dynamo
+
+    monkeypatch.setenv("GRAM_KERNELS", "torch")
+    model = _small_model("attn")
+    step = cpu_path.make_step(model, "bf16+compile")
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
+        if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
+            with torch.inference_mode():
+                out = step(*step_inputs(model, batch))
+        else:  # a measurement or a test makes them outside it
+            out = step(*step_inputs(model, batch))
+        assert out.h.shape[0] == batch
+
+
+def test_compile_transition_uses_the_short_attention_on_its_copy_only() -> None:
+    from model.layers import SelfAttention
+
+    model = _small_model("attn")
+    compiled = cpu_path.compile_transition(copy.deepcopy(model))
+    attention = [m for m in compiled.modules() if isinstance(m, SelfAttention)]
+    assert attention and all(m.short_form for m in attention)
+    assert not any(m.short_form for m in model.modules() if isinstance(m, SelfAttention))
+
+
 def test_runner_on_cpu_follows_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from kernels.runner import make_runner
 

@@ -154,6 +154,9 @@ def gram_env(redis_url: str, weights: Path, **extra: str) -> dict[str, str]:
     env = {
         "GRAM_QUEUE_URL": redis_url, "GRAM_WEIGHTS_DIR": str(weights), "GRAM_TORCH_THREADS": "1",
         "GRAM_CLAIM_IDLE_S": "1.5", "PYTHONUNBUFFERED": "1",
+        # One CPU path for every process, as docker-compose pins it: the e2e tests compare answers across
+        # processes, and auto may time its candidates differently in each. bf16 eager: no compilation.
+        "GRAM_CPU_PATH": "bf16",
     }
     if weights == SHIPPED:  # one model per solve task, the first by name (as the service routes by task)
         names: dict[str, str] = {}
