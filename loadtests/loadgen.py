@@ -47,6 +47,7 @@ class LoadSpec:
     slo_s: float = 5.0  # latency target for goodput
     request_timeout_s: float = 120.0
     max_solutions: MaxSolutions = None  # per /solve; None = the service default
+    seeded: bool = True  # False: bodies carry no seed (first answers found, in continuous mode)
 
     @property
     def label(self) -> str:
@@ -120,7 +121,8 @@ async def run_load_point(
     """One offered load against a running service, with the engine's own figures from /metrics."""
     times = arrival_times(spec.rate, spec.duration_s, np.random.default_rng(spec.seed), cv=spec.cv)
     requests = make_requests(
-        spec.workload, spec.width, len(times), seed=spec.seed, max_solutions=spec.max_solutions
+        spec.workload, spec.width, len(times), seed=spec.seed, max_solutions=spec.max_solutions,
+        seeded=spec.seeded,
     )
     async with new_client() as client:
         before = await promscrape.scrape(client, base_url)
@@ -205,6 +207,7 @@ def main(
     timeout_s: float = typer.Option(120.0, help="client timeout per request"),
     csv_out: Annotated[Path | None, typer.Option("--csv", help="write per-request records here")] = None,
     max_solutions: str = typer.Option("", help="answers wanted per /solve: N, 'mixed' (1/3/10), '' default"),
+    seeded: bool = typer.Option(True, help="send seeds (reproducible answers) or not (first answers found)"),
 ) -> None:
     """Offer one load to a running service and print throughput, goodput, latency and rejection rates."""
     spec = LoadSpec(
@@ -217,6 +220,7 @@ def main(
         slo_ms / 1000,
         timeout_s,
         parse_max_solutions(max_solutions),
+        seeded,
     )
     summary, records = asyncio.run(run_load_point(url.rstrip("/"), spec))
     print_summaries([summary])

@@ -2,6 +2,7 @@
 # Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 30 minutes on the 2-core CPU machine).
 #   loadtests/run_benchmarks.sh [WEIGHTS_DIR] [OUT]
 # WEIGHTS_DIR must hold nqueens.safetensors and nqueens_baseline.safetensors (default: model/weights).
+# PARTS picks what runs (default all): scaling quality overhead sweeps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEIGHTS=${1:-model/weights}
@@ -14,28 +15,41 @@ THREADS=${THREADS:-1}
 SLOTS=${SLOTS:-32}
 SERVICE_ENV=(--env GRAM_MODELS=nqueens --env GRAM_TORCH_THREADS=$THREADS --env GRAM_MAX_QUEUE=64
              --env GRAM_SLOTS=$SLOTS)
+PARTS=${PARTS:-scaling quality overhead sweeps}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 echo "== machine"; nproc; uptime
+if part scaling; then
 echo "== step time vs slots"
 $PY -m loadtests.step_scaling --checkpoint "$WEIGHTS/nqueens.safetensors" --threads "$THREADS" \
   --batches 1,2,4,8,16,32,64,128 --csv "$OUT/step_scaling/step_scaling.csv" --png "$OUT/step_scaling/step_scaling.png"
+fi
 
+if part quality; then
 echo "== quality per compute (GRAM vs deterministic baseline, early exit on/off)"
 $PY -m loadtests.quality --checkpoint "$WEIGHTS/nqueens.safetensors" \
   --baseline "$WEIGHTS/nqueens_baseline.safetensors" --puzzles "${QUALITY_PUZZLES:-8}" --width 256 \
   --threads "$THREADS" --chunk 16 --out "$OUT/quality-nqueens8"
+fi
 
+if part overhead; then
 echo "== service overhead at light load"
 $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
   --out "$OUT/overhead"
+fi
 
-# Two sweeps (WIDTH:MAX_SOLUTIONS): the mixed traffic a solver sees (widths 1/4/16/64, answers wanted
-# 1/3/10), and width 16 asking for any one answer (what early exit can cut at most).
-for sweep in ${SWEEPS:-mixed:mixed 16:1}; do
-  IFS=: read -r width answers <<< "$sweep"
-  echo "== batching modes: offered load to past saturation, width $width, max_solutions $answers"
+# Sweeps, each WIDTH:MAX_SOLUTIONS[:unseeded]: the mixed traffic a solver sees (widths 1/4/16/64, answers
+# wanted 1/3/10, seeded: reproducible answers), and width 16 asking for any one answer without a seed
+# (the first answer found completes it: what continuous batching's early exit can cut at most).
+if part sweeps; then
+for sweep in ${SWEEPS:-mixed:mixed 16:1:unseeded}; do
+  IFS=: read -r width answers seeding <<< "$sweep"
+  seeded=--seeded; suffix=""
+  if [[ "${seeding:-}" == unseeded ]]; then seeded=--no-seeded; suffix=-unseeded; fi
+  echo "== batching modes: offered load to past saturation, width $width, max_solutions $answers $seeded"
   $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width "$width" \
-    --max-solutions "$answers" --rate-start "${RATE_START:-0.5}" --rate-factor 1.5 --max-points 10 \
+    --max-solutions "$answers" $seeded --rate-start "${RATE_START:-0.5}" --rate-factor 1.5 --max-points 10 \
     --duration "${DURATION:-20}" --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s 570 \
-    --out "$OUT/sweep-nqueens8-w$width-s$answers"
+    --out "$OUT/sweep-nqueens8-w$width-s$answers$suffix"
 done
+fi

@@ -57,7 +57,8 @@ def parse_variant(label: str) -> tuple[str, dict[str, str]]:
 
 def _warm_up(base_url: str, cfg: SweepConfig, count: int) -> None:
     """A few requests before measuring, so lazy initialisation does not land in the first load point."""
-    for req in make_requests(cfg.workload, cfg.width, count, seed=10_000, max_solutions=cfg.max_solutions):
+    for req in make_requests(cfg.workload, cfg.width, count, seed=10_000, max_solutions=cfg.max_solutions,
+                             seeded=cfg.seeded):
         httpx.post(f"{base_url}{req.path}", json=req.body, timeout=120.0)
 
 
@@ -87,6 +88,7 @@ class SweepConfig:
     request_timeout_s: float
     seed: int
     max_solutions: MaxSolutions = None
+    seeded: bool = True
 
 
 def sweep_mode(base_url: str, mode: str, cfg: SweepConfig, deadline: float) -> list[LoadPointSummary]:
@@ -110,6 +112,7 @@ def sweep_mode(base_url: str, mode: str, cfg: SweepConfig, deadline: float) -> l
             cfg.slo_s,
             cfg.request_timeout_s,
             cfg.max_solutions,
+            cfg.seeded,
         )
         summary, _ = asyncio.run(run_load_point(base_url, spec, mode=mode))
         out.append(summary)
@@ -169,6 +172,9 @@ def main(
     max_solutions: Annotated[
         str, typer.Option(help="answers per /solve: N (1 = any one), 'mixed' (1/3/10), '' default")
     ] = "",
+    seeded: Annotated[
+        bool, typer.Option(help="send seeds (reproducible answers) or not (first answers found)")
+    ] = True,
     out: Annotated[Path, typer.Option(help="folder for sweep.csv, ratios.json, PNGs")] = Path(
         "loadtests/results/sweep"
     ),
@@ -190,6 +196,7 @@ def main(
         timeout_s,
         seed,
         parse_max_solutions(max_solutions),
+        seeded,
     )
     started = time.monotonic()
     summaries: list[LoadPointSummary] = []
@@ -208,6 +215,8 @@ def main(
     title = f"{workload}, width {width}, cv {cv:g}"
     if max_solutions:
         title += f", max_solutions {max_solutions}"
+    if not seeded:
+        title += ", unseeded"
     ratios = write_outputs(summaries, out, title, slo_ms / 1000)
     print_summaries(summaries, console)
     console.print_json(json.dumps(ratios))

@@ -213,17 +213,25 @@ def _with_max_solutions(req: Request, max_solutions: MaxSolutions, rng: random.R
     return Request(req.path, {**req.body, "max_solutions": m}, f"{req.kind}-s{m}")
 
 
+def _without_seed(req: Request) -> Request:
+    return Request(req.path, {k: v for k, v in req.body.items() if k != "seed"}, req.kind)
+
+
 def make_requests(
-    workload: str, width: Width, count: int, seed: int, max_solutions: MaxSolutions = None
+    workload: str, width: Width, count: int, seed: int, max_solutions: MaxSolutions = None,
+    seeded: bool = True,
 ) -> list[Request]:
     """``count`` requests of a workload; the same (workload, width, seed, max_solutions) gives the same
-    list, and ``max_solutions`` changes nothing but that field (it draws from its own rng)."""
+    list, and ``max_solutions`` changes nothing but that field (it draws from its own rng).
+    ``seeded=False`` drops each body's seed: the service then draws one and, in continuous mode, answers
+    with the first solutions found instead of the reproducible prefix (README, "No seed, first answers")."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}; choose one of {sorted(WORKLOADS)}")
     rng, answers_rng = random.Random(seed), random.Random(seed + 1)
-    return [
+    requests = [
         _with_max_solutions(WORKLOADS[workload](rng, width), max_solutions, answers_rng) for _ in range(count)
     ]
+    return requests if seeded else [_without_seed(r) for r in requests]
 
 
 def main(
@@ -232,9 +240,11 @@ def main(
     count: int = typer.Option(3, help="how many requests to print"),
     seed: int = typer.Option(0),
     max_solutions: str = typer.Option("", help="answers wanted per /solve: N, 'mixed' (1/3/10), '' default"),
+    seeded: bool = typer.Option(True, help="send seeds (reproducible answers) or not (first answers found)"),
 ) -> None:
     """Print requests of a workload as JSON lines (what the load generator would send)."""
-    for req in make_requests(workload, parse_width(width), count, seed, parse_max_solutions(max_solutions)):
+    for req in make_requests(workload, parse_width(width), count, seed, parse_max_solutions(max_solutions),
+                             seeded):
         print(json.dumps({"path": req.path, "kind": req.kind, "body": req.body}))
 
 

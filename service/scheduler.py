@@ -22,11 +22,17 @@ Modes (``BatchingMode``):
 - serial: like request, but a batch holds trajectories of one job only and starts without waiting.
 
 Determinism: a trajectory's path depends only on (seed, trajectory index, step) (the model's counter-based
-noise), so its outcome does not depend on the batch. The answer of a job is made a function of those
-outcomes alone, never of timing: in continuous mode a job completes when the contiguous prefix of
-retired trajectories 0..p-1 holds ``max_solutions`` distinct solutions (or p = num_trajectories), and its
-answer is that prefix's solutions; in request/serial modes every trajectory runs to the end and the answer
-is all of them. Only a deadline (partial) or an abort makes an answer timing-dependent.
+noise), so its outcome does not depend on the batch. The answer of a seeded job (``job.seeded``: the
+client chose the seed) is made a function of those outcomes alone, never of timing: in continuous mode it
+completes when the contiguous prefix of retired trajectories 0..p-1 holds ``max_solutions`` distinct
+solutions (or p = num_trajectories), and its answer is that prefix's solutions; in request/serial modes
+every trajectory runs to the end and the answer is all of them. Only a deadline (partial) or an abort
+makes an answer timing-dependent.
+
+First found: an unseeded solve job asked for no reproducibility, so in continuous mode it completes as
+soon as its retired trajectories, whichever they are, hold ``max_solutions`` distinct solutions, and its
+answer is every retired trajectory's. It does not wait for trajectory 0 to fail at max_steps while
+trajectory 5 has already solved; the slots it frees go to other jobs at once.
 
 Aggregation: solutions are grouped by canonical key; ``count`` = trajectories that reached it, ``score``
 = the best score among them, ``first_step`` = the fewest steps any of them ran, the payload is the lowest
@@ -123,6 +129,12 @@ class _JobState:
     retired: dict[int, _Traj] = field(default_factory=dict)  # traj -> record
     prefix: int = 0  # trajectories 0..prefix-1 are all retired
     prefix_keys: set[bytes] = field(default_factory=set)
+    found_keys: set[bytes] = field(default_factory=set)  # distinct solutions of all retired trajectories
+
+    @property
+    def first_found(self) -> bool:
+        """Complete on the first max_solutions found, in any trajectories (unseeded solve jobs)."""
+        return not self.job.seeded and self.job.kind == JobKind.solve
 
     @property
     def width(self) -> int:
@@ -327,6 +339,8 @@ class Scheduler:
         state.active.discard(slot_index)
         self._slots[slot_index] = None
         self._retired_counts[traj.outcome] += 1
+        if traj.key is not None:
+            state.found_keys.add(traj.key)
         # The prefix stops growing once it holds max_solutions distinct keys: that prefix is the answer.
         while state.prefix in state.retired and len(state.prefix_keys) < state.job.max_solutions:
             key = state.retired[state.prefix].key
@@ -337,7 +351,8 @@ class Scheduler:
     def _maybe_complete(self, state: _JobState, now: float) -> None:
         all_retired = len(state.retired) == state.width
         if self.mode == BatchingMode.continuous and state.job.kind == JobKind.solve:
-            if len(state.prefix_keys) >= state.job.max_solutions or all_retired:
+            found = state.found_keys if state.first_found else state.prefix_keys
+            if len(found) >= state.job.max_solutions or all_retired:
                 self._finish(state, Outcome.complete, now)
         elif all_retired:
             self._finish(state, Outcome.complete, now)
@@ -353,7 +368,7 @@ class Scheduler:
         state.active.clear()
         del self._jobs[state.job.id]
 
-        if outcome == Outcome.complete and self.mode == BatchingMode.continuous:
+        if outcome == Outcome.complete and self.mode == BatchingMode.continuous and not state.first_found:
             counted = {t: r for t, r in state.retired.items() if t < state.prefix}
         else:
             counted = state.retired

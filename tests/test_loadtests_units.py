@@ -342,6 +342,15 @@ def test_max_solutions_sets_only_that_field_of_solve_requests() -> None:
         parse_max_solutions("0")
 
 
+def test_unseeded_requests_are_the_seeded_ones_without_their_seed() -> None:
+    seeded = make_requests("mix-sample", 16, 40, seed=4, max_solutions=1)
+    unseeded = make_requests("mix-sample", 16, 40, seed=4, max_solutions=1, seeded=False)
+    assert all("seed" in r.body for r in seeded)
+    for a, b in zip(seeded, unseeded, strict=True):
+        assert "seed" not in b.body and (b.path, b.kind) == (a.path, a.kind)
+        assert b.body == {k: v for k, v in a.body.items() if k != "seed"}
+
+
 def test_one_seed_at_two_rates_gives_the_same_arrivals_compressed() -> None:
     """Common random numbers across load points: the realised load grows with the offered one."""
     slow = arrival_times(2.0, 100.0, np.random.default_rng(0))

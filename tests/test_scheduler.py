@@ -15,9 +15,11 @@ from service.settings import BatchingMode
 OutcomeFn = Callable[[str, int, int], RowOutcome]
 
 
-def job(jid: str, width: int = 4, max_solutions: int = 10, max_steps: int = 8, **kw: object) -> Job:
+def job(jid: str, width: int = 4, max_solutions: int = 10, max_steps: int = 8, seeded: bool = True,
+        **kw: object) -> Job:
+    """A solve job; seeded (the reproducible prefix rule) unless a test asks for first-found."""
     return Job(id=jid, model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=max_solutions,
-               max_steps=max_steps, **kw)  # type: ignore[arg-type]
+               max_steps=max_steps, seeded=seeded, **kw)  # type: ignore[arg-type]
 
 
 def valid(key: str, score: float = 0.0) -> RowOutcome:
@@ -173,6 +175,39 @@ def test_completion_aborts_trajectories_beyond_the_answer() -> None:
     assert done.num_trajectories == 1 and done.trajectories_run == 4
     assert s.pop_retired_counts() == {"valid": 1, "aborted": 3}
     assert s.stats().active_slots == 0
+
+
+def test_unseeded_job_completes_on_the_first_solutions_found_in_any_trajectory() -> None:
+    # The script of the prefix test above, unseeded: traj 1 and 2 solve at their first step, so with
+    # max_solutions=1 the job completes then, without waiting for traj 0 (which would solve at step 3).
+    script = {(0, 2): valid("x"), (1, 0): valid("y", score=-1.0), (2, 0): valid("z", score=-2.0)}
+    s = Scheduler(slots=8)
+    s.add(job("a", width=3, max_solutions=1, seeded=False), 0.0)
+    done = run_all(s, lambda j, t, n: script.get((t, n), NOTHING))["a"]
+    assert done.outcome == Outcome.complete
+    assert [r.key for r in done.solutions] == [b"y"]  # the best-scored of the two found, capped at 1
+    assert done.steps == 3  # one step each for trajectories 0, 1 and 2
+    assert s.pop_retired_counts() == {"valid": 2, "aborted": 1}
+
+
+def test_unseeded_job_runs_on_until_it_has_max_solutions_distinct_answers() -> None:
+    # traj 3 finds "x" at step 0 and traj 2 finds the same "x" at step 1: one distinct answer, so the job
+    # runs on until traj 0 finds "w" at step 2; traj 1 is cut short then.
+    script = {(3, 0): valid("x"), (2, 1): valid("x"), (0, 2): valid("w")}
+    s = Scheduler(slots=4)
+    s.add(job("a", width=4, max_solutions=2, seeded=False), 0.0)
+    done = run_all(s, lambda j, t, n: script.get((t, n), NOTHING))["a"]
+    assert sorted(r.key for r in done.solutions) == [b"w", b"x"]
+    assert next(r.count for r in done.solutions if r.key == b"x") == 2
+    assert s.pop_retired_counts() == {"valid": 3, "aborted": 1}
+    assert s.stats().active_slots == 0
+
+
+def test_unseeded_jobs_keep_the_whole_run_in_request_mode() -> None:
+    s = Scheduler(slots=4, mode=BatchingMode.request, batch_wait_s=0.0)
+    s.add(job("a", width=4, max_solutions=1, max_steps=3, seeded=False), 0.0)
+    done = run_all(s, lambda j, t, n: valid("x") if t == 3 else NOTHING)["a"]
+    assert done.steps == 12  # request-level batching has no early exit, seeded or not
 
 
 def test_completion_when_the_budget_is_spent() -> None:
