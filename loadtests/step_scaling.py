@@ -19,12 +19,18 @@ from pathlib import Path
 
 import torch
 
+from kernels.cpu_path import StepFn
+from kernels.runner import make_runner
 from model.checkpoint import load_checkpoint
 from model.gram import GRAM, NoiseKeys, tiny_model
 
 
-def time_step(model: GRAM, batch: int, repeats: int, device: torch.device) -> float:
-    """Median seconds of one supervision step for ``batch`` slots (after one warm-up step)."""
+def time_step(
+    model: GRAM, batch: int, repeats: int, device: torch.device, step: StepFn | None = None
+) -> float:
+    """Median seconds of one supervision step for ``batch`` slots (after one warm-up step), through
+    ``step`` (the engine's runner) or model.step."""
+    step = step or model.step
     c = model.config
     x = torch.ones(batch, c.seq_len, c.in_group, dtype=torch.int64, device=device)
     e_x = model.encode(x)
@@ -34,13 +40,13 @@ def time_step(model: GRAM, batch: int, repeats: int, device: torch.device) -> fl
         traj=torch.arange(batch, dtype=torch.int64, device=device),
         step=torch.zeros(batch, dtype=torch.int64, device=device),
     )
-    model.step(h, l, e_x, keys)
+    step(h, l, e_x, keys)
     samples = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        model.step(h, l, e_x, keys)
+        step(h, l, e_x, keys)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         samples.append(time.perf_counter() - t0)
@@ -55,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,2,4,8,16,32,64")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--path", choices=("engine", "model"), default="engine",
+                   help="engine: the step the service runs (kernels.runner: on a CPU the GRAM_CPU_PATH "
+                        "choice, timed at --hint slots when auto); model: plain model.step in fp32")
+    p.add_argument("--hint", type=int, default=32, help="slots the engine's CPU path is chosen at")
     p.add_argument("--csv", type=Path)
     p.add_argument("--png", type=Path)
     args = p.parse_args(argv)
@@ -62,14 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model = load_checkpoint(args.checkpoint, device) if args.checkpoint else tiny_model("nqueens").to(device)
+    step, how = (None, "model.step")
+    if args.path == "engine":
+        step, how = make_runner(model.eval(), batch_hint=args.hint)
+    print(f"step: {how}")
     rows = []
     base = None
     print(f"{'batch':>6} {'ms/step':>10} {'traj-steps/s':>13} {'speed-up vs batch 1':>20}")
     for b in (int(v) for v in args.batches.split(",")):
-        sec = time_step(model, b, args.repeats, device)
+        sec = time_step(model, b, args.repeats, device, step)
         rate = b / sec
         base = base or rate
-        rows.append({"batch": b, "step_s": sec, "traj_steps_per_s": rate, "speedup": rate / base})
+        rows.append({"batch": b, "step_s": sec, "traj_steps_per_s": rate, "speedup": rate / base,
+                     "path": how})
         print(f"{b:>6} {1000 * sec:>10.1f} {rate:>13.1f} {rate / base:>20.2f}", flush=True)
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)

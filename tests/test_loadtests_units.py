@@ -371,3 +371,18 @@ def test_sweep_outputs_round_trip_through_the_csv(tmp_path: Path) -> None:
     assert [p.row() for p in back][1]["throughput_rps"] == 0.5
     assert back[0].mode == "continuous" and back[0].sent == 100 and back[0].extra["mean_step_s"] == 0.25
     assert (tmp_path / "throughput_vs_p99.png").stat().st_size > 1000
+
+
+def test_step_scaling_times_the_engine_step_and_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+
+    from loadtests import step_scaling
+
+    monkeypatch.setenv("GRAM_CPU_PATH", "bf16")  # the engine's path without a timing or a compilation
+    out = tmp_path / "scaling.csv"
+    assert step_scaling.main(["--batches", "1,3", "--repeats", "1", "--threads", "1", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["batch"]) for r in rows] == [1, 3] and {r["path"] for r in rows} == {"cpu+bf16"}
+    assert all(float(r["step_s"]) > 0 for r in rows)
