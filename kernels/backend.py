@@ -22,6 +22,9 @@ from typing import Any
 import torch
 
 ENV_VAR = "GRAM_KERNELS"
+# Widest model the one-kernel prior (triton_prior) takes; here, torch-only, so ops can route on it on
+# machines without Triton.
+PRIOR_MAX_WIDTH = 256
 MODES = ("auto", "torch", "triton")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernels import reference
-from kernels.backend import load_kernels, use_triton
+from kernels.backend import PRIOR_MAX_WIDTH, load_kernels, use_triton
 from kernels.reference import counter_normal as _counter_normal_ref
 
 __all__ = [
@@ -82,8 +82,8 @@ def prior_guidance(
     u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigma_min: float,
     seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
 ) -> torch.Tensor:
-    """Prior head + softplus + guidance in one kernel (u [B, L, D], D <= 256)."""
-    if u.dim() == 3 and u.shape[-1] <= 256 and use_triton(u, weight, bias):
+    """Prior head + softplus + guidance in one kernel (u [B, L, D], D <= PRIOR_MAX_WIDTH)."""
+    if u.dim() == 3 and u.shape[-1] <= PRIOR_MAX_WIDTH and use_triton(u, weight, bias):
         return load_kernels("triton_prior").prior_guidance(u, weight, bias, sigma_min, seed, traj, counter)
     return reference.prior_guidance(u, weight, bias, sigma_min, seed, traj, counter)
 

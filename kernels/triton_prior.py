@@ -14,10 +14,11 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.backend import PRIOR_MAX_WIDTH
 from kernels.triton_guidance import _keys, _philox4x32, _unit
 from kernels.triton_util import INTERPRET, dot_precision, next_pow2, tuned
 
-MAX_WIDTH = 256
+MAX_WIDTH = PRIOR_MAX_WIDTH
 
 _CONFIGS = [
     triton.Config({"BLOCK_M": 32, "BLOCK_K": 32}, num_warps=4, num_stages=2),
