@@ -38,7 +38,9 @@ class SolveCommon(_Strict):
         None, ge=1, description="supervision steps per trajectory (default: the model's N_sup)"
     )
     seed: StrictInt | None = Field(
-        None, ge=0, le=MAX_SEED, description="same seed, same answer; null draws a random seed"
+        None, ge=0, le=MAX_SEED,
+        description="same seed, same answer; null draws a random seed and answers with the first "
+                    "max_solutions found in any trajectory (faster, not reproducible)",
     )
     timeout_ms: Number | None = Field(
         None, gt=0, description="deadline; when reached the answer is partial (complete: false)"
