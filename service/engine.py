@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from model.gram import NoiseKeys
+from model.gram import GRAM, NoiseKeys
 from model.tasks.base import Instance, Task
 from service import metrics
 from service.jobs import Job, JobKind, Outcome, Result, Solution
@@ -86,14 +86,17 @@ class Engine:
         self.mode = BatchingMode(mode or settings.batching)
         self.max_queue = max_queue or settings.max_queue
         self.n_sup = int(_config(model, "n_sup", 16))
-        # On CUDA the step runs through kernels.runner (fused Triton kernels, one CUDA graph per batch
-        # bucket); on CPU plain model.step measured fastest at the shipped sizes (kernels/README.md).
+        # The step runs through kernels.runner: on CUDA fused Triton kernels and one CUDA graph per batch
+        # bucket (unless GRAM_CUDA_RUNNER=false); on CPU the GRAM_CPU_PATH choice (auto: the fastest of
+        # fp32, bf16 and bf16+compile, timed at this engine's slot count; kernels/README.md). Test doubles
+        # that are not GRAM models run their own step.
         self._runner: Any = None
-        self.step_path = "eager"
-        if self.device.type == "cuda" and settings.cuda_runner:
+        self.step_path = "model.step"
+        if isinstance(model, GRAM) and (self.device.type != "cuda" or settings.cuda_runner):
             from kernels.runner import make_runner
 
             self._runner, self.step_path = make_runner(model, batch_hint=self.slots)
+            log.info("engine %s: step path %s", name, self.step_path)
         self.max_steps_cap = settings.max_steps_cap
         self.scheduler = Scheduler(
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,

@@ -230,3 +230,15 @@ def test_slot_state_survives_moves_between_batches() -> None:
     finally:
         engine.stop()
     assert torch.is_grad_enabled()  # the engine thread disabled grad for itself only
+
+
+def test_engine_steps_a_gram_model_through_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU the engine runs kernels.runner's choice (GRAM_CPU_PATH), not plain fp32 model.step."""
+    from model.gram import tiny_model
+    from model.tasks.registry import get_task
+
+    monkeypatch.setenv("GRAM_CPU_PATH", "bf16")
+    engine = Engine("nq", tiny_model("nqueens").eval(), get_task("nqueens"), Settings(slots=4))
+    assert engine.step_path == "cpu+bf16"
+    engine.warmup()  # one step through the bf16 path, tensors back in the engine's fp32
+    assert engine.ready

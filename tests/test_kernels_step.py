@@ -164,14 +164,14 @@ def test_compiled_path_never_compiles_on_an_engine_step(monkeypatch: pytest.Monk
     monkeypatch.setenv("GRAM_KERNELS", "torch")
     model = _small_model("attn")
     step = cpu_path.make_step(model, "bf16+compile")
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
-        if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
-            with torch.inference_mode():
+    with torch._dynamo.config.patch(error_on_recompile=True):  # restores the setting (monkeypatch did not)
+        for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
+            if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
+                with torch.inference_mode():
+                    out = step(*step_inputs(model, batch))
+            else:  # a measurement or a test makes them outside it
                 out = step(*step_inputs(model, batch))
-        else:  # a measurement or a test makes them outside it
-            out = step(*step_inputs(model, batch))
-        assert out.h.shape[0] == batch
+            assert out.h.shape[0] == batch
 
 
 def test_compile_transition_uses_the_short_attention_on_its_copy_only() -> None:
@@ -194,3 +194,18 @@ def test_runner_on_cpu_follows_the_cpu_path_setting(monkeypatch: pytest.MonkeyPa
     assert how == "cpu+fp32"
     h, l, e_x, noise = step_inputs(model, 3)
     torch.testing.assert_close(step(h, l, e_x, noise).h, model.step(h, l, e_x, noise).h)
+
+
+def test_bf16_model_finds_the_same_pad_rows_as_fp32() -> None:
+    """The bf16 path encodes nothing itself: it gets the fp32 e_x rounded to bf16, and must still read
+    off-board rows as PAD (a fixed tolerance missed all of them, so no N-Queens answer verified)."""
+    from model.gram import tiny_model
+    from model.tasks.registry import get_task
+
+    model = tiny_model("nqueens").eval()
+    x = get_task("nqueens").parse({"n": 6, "queens": [[0, 1]]}).x.unsqueeze(0)
+    e_x = model.encode(x)
+    want = model.pad_positions(e_x)
+    assert want[0, 6:].all() and not want[0, :6].any()  # rows 6..11 are off a 6x6 board
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    assert torch.equal(low.pad_positions(e_x.to(torch.bfloat16)), want)
