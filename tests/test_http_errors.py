@@ -23,6 +23,13 @@ TASKS = ("sudoku", "nqueens", "graph_coloring", "mnist")
 SUDOKU = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 
 
+@pytest.fixture(autouse=True)
+def _plain_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run tiny models, some with a slowed model.step (below): the engine must call that
+    step itself, not time and compile a bf16 copy of the model (GRAM_CPU_PATH=auto)."""
+    monkeypatch.setenv("GRAM_CPU_PATH", "fp32")
+
+
 def _slow(model: Any, delay_s: float) -> Any:
     step = model.step
 
