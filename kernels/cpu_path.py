@@ -81,8 +81,9 @@ def compile_transition(net: Any) -> Any:
     Against compile_core this also fuses the guidance (the Philox rounds and Box-Muller are dozens of
     eager integer ops per call) and, for sequences of at most SHORT_SEQUENCE positions, computes the
     attention in its short form, which the inductor fuses where the CPU's SDPA kernel pays a fixed cost
-    per (batch, head) pair. N-Queens at 256 slots, bf16, 1 thread: 175 ms against 183 ms for compile_core
-    (measured). It costs more compilation (~20 s per model here), one graph per transition index t."""
+    per (batch, head) pair. N-Queens at 256 slots, bf16, 1 thread: 155 ms against 183-194 ms for
+    compile_core (kernels/README.md). It costs more compilation (~20 s per model here), one graph per
+    transition index t."""
     raise_recompile_limit()
     if net.config.total_len <= SHORT_SEQUENCE:
         for module in net.modules():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -138,15 +137,9 @@ def embedded(stack: dict[str, Any]) -> Iterator[Callable[[list[dict[str, Any]]],
     settings = Settings(weights_dir=stack["weights"], models=stack["env"].get("GRAM_MODELS", ""),
                         queue_url=None)
     runtime = Runtime(settings)
-    saved = os.environ.get("GRAM_CPU_PATH")
-    os.environ["GRAM_CPU_PATH"] = stack["env"]["GRAM_CPU_PATH"]  # the workers' numerics, for equal answers
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRAM_CPU_PATH", stack["env"]["GRAM_CPU_PATH"])  # the workers' numerics, for equal answers
         runtime.load()
-    finally:
-        if saved is None:
-            os.environ.pop("GRAM_CPU_PATH")
-        else:
-            os.environ["GRAM_CPU_PATH"] = saved
     assert runtime.error is None, runtime.error
     app = create_app(settings, runtime=runtime)
 
