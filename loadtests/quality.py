@@ -65,7 +65,8 @@ def trace_model(
         tr = trace_puzzle(model, task, inst, width=w, steps=steps, seed=seed + i, chunk=chunk)
         if w != width:
             tr = Trace(
-                tr.solution_id.expand(width, -1), tr.halted.expand(width, -1), tr.total_solutions, tr.seconds
+                tr.solution_id.expand(width, -1), tr.halted.expand(width, -1), tr.unchanged.expand(width, -1),
+                tr.total_solutions, tr.seconds,
             )
         traces.append(tr)
         console.print(f"  puzzle {i}: {tr.total_solutions} solutions, {tr.seconds:.1f}s")
@@ -99,19 +100,22 @@ def _select(rows: list[dict[str, object]], **match: object) -> list[dict[str, ob
 
 def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Path, title: str) -> None:
     models = sorted({str(r["model"]) for r in rows})
-    styles = {"final": "--", "verified": "-", "verified+halt": ":"}
+    styles = {"final": "--", "verified": "-", "verified+halt": ":", "verified+stall": "-."}
+    exit_label = {
+        "final": "early exit off", "verified": "verified exit", "verified+stall": "verified + stall exit"
+    }
     # 1. against width, at full steps
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, ("solved", "coverage"), strict=True):
         for m in models:
-            for policy in ("final", "verified"):
+            for policy in exit_label:
                 pts = _select(rows, model=m, policy=policy, max_steps=steps)
                 ax.plot(
                     [p["width"] for p in pts],
                     [p[metric] for p in pts],
                     styles[policy],
                     marker="o",
-                    label=f"{m}, early exit {'on' if policy == 'verified' else 'off'}",
+                    label=f"{m}, {exit_label[policy]}",
                 )
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -148,14 +152,14 @@ def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Pat
     # 3. coverage against compute spent: the early-exit saving at equal coverage, read horizontally
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for m in models:
-        for policy in ("final", "verified"):
+        for policy in exit_label:
             pts = _select(rows, model=m, policy=policy, width=width)
             ax.plot(
                 [p["steps_spent"] for p in pts],
                 [p["coverage"] for p in pts],
                 styles[policy],
                 marker=".",
-                label=f"{m}, early exit {'on' if policy == 'verified' else 'off'}",
+                label=f"{m}, {exit_label[policy]}",
             )
     ax.set_xlabel(f"supervision steps spent per puzzle ({width} trajectories)")
     ax.set_ylabel("coverage")
@@ -233,6 +237,9 @@ def main(
         "max_steps": s,
         "seconds": round(time.monotonic() - started, 1),
         "early_exit_at_equal_coverage": steps_saved_at_equal_coverage(traces["gram"], width, s),
+        "stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
+            traces["gram"], width, s, "verified+stall"
+        ),
     }
     for label, tr in traces.items():
         for policy in POLICIES:

@@ -6,6 +6,9 @@ and how many supervision steps they would have spent.
 - ``verified`` (verified early exit ON; continuous mode): a trajectory retires at the first step whose
   candidate the exact verifier accepts. Cost: that step, or s if it never becomes valid.
 - ``verified+halt``: as ``verified``, and a trajectory also retires when the halting head says stop.
+- ``verified+stall`` (the service's default in continuous mode, ``stall_patience`` 1): as ``verified``,
+  and a trajectory whose candidate is invalid and the same as after the previous step retires there
+  (stall exit): a trajectory stuck on a wrong answer rarely leaves it, so its remaining steps buy little.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 
 from loadtests.quality_trace import NOT_VALID, Trace
 
-POLICIES = ("final", "verified", "verified+halt")
+POLICIES = ("final", "verified", "verified+halt", "verified+stall")
+EARLY_EXIT_POLICIES = ("verified", "verified+stall")  # the ones compared with "final" at equal coverage
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,19 @@ def _first(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, idx, torch.full_like(idx, s)).min(dim=1).values
 
 
-def run_policy(trace: Trace, k: int, s: int, policy: str) -> tuple[torch.Tensor, float]:
+def _first_stall(unchanged: torch.Tensor, patience: int) -> torch.Tensor:
+    """Index of the first step ending ``patience`` consecutive unchanged steps, per row (or the length)."""
+    run = torch.zeros(unchanged.shape[0], dtype=torch.int64)
+    stalled = torch.zeros_like(unchanged)
+    for n in range(unchanged.shape[1]):
+        run = torch.where(unchanged[:, n], run + 1, torch.zeros_like(run))
+        stalled[:, n] = run >= patience
+    return _first(stalled)
+
+
+def run_policy(
+    trace: Trace, k: int, s: int, policy: str, stall_patience: int = 1
+) -> tuple[torch.Tensor, float]:
     """(solution id per trajectory, NOT_VALID if none; steps spent) for the first k trajectories."""
     if not (1 <= k <= trace.width and 1 <= s <= trace.steps):
         raise ValueError(f"k={k}, s={s} outside the trace ({trace.width} x {trace.steps})")
@@ -49,6 +65,9 @@ def run_policy(trace: Trace, k: int, s: int, policy: str) -> tuple[torch.Tensor,
     if policy == "verified+halt":
         # Verification runs before the halting decision in the same step, so a valid step still counts.
         stop = torch.minimum(first_valid, _first(trace.halted[:k, :s]))
+    elif policy == "verified+stall":
+        # Likewise: a stalled candidate is verified first; only an invalid one retires as stalled.
+        stop = torch.minimum(first_valid, _first_stall(trace.unchanged[:k, :s], stall_patience))
     found = torch.where(
         first_valid == stop,
         ids.gather(1, stop.clamp(max=s - 1).unsqueeze(1)).squeeze(1),
@@ -73,14 +92,19 @@ def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str) -> Outcome:
     return Outcome(sum(acc) / n, sum(solved) / n, sum(cov) / n, sum(steps) / n)
 
 
-def steps_saved_at_equal_coverage(traces: Sequence[Trace], k: int, s_max: int) -> dict[str, float]:
-    """Supervision steps that verified early exit saves, at width k, over max_steps 1..s_max.
+def steps_saved_at_equal_coverage(
+    traces: Sequence[Trace], k: int, s_max: int, policy: str = "verified"
+) -> dict[str, float | str]:
+    """Supervision steps that an early-exit policy (verified exit, or verified + stall exit) saves against
+    running every trajectory to max_steps (``final``), at width k, over max_steps 1..s_max.
 
     Equal coverage: the target is the highest coverage both policies reach for some max_steps <= s_max;
     each policy pays for its cheapest max_steps reaching it; ``saved`` = 1 - steps(on) / steps(off), NaN
     when neither finds anything. Same settings: both at max_steps = s_max (what turning early exit on
     changes for a user who keeps max_steps), with each policy's coverage."""
-    on = [evaluate(traces, k, s, "verified") for s in range(1, s_max + 1)]
+    if policy not in EARLY_EXIT_POLICIES:
+        raise ValueError(f"policy must be one of {EARLY_EXIT_POLICIES}, got {policy!r}")
+    on = [evaluate(traces, k, s, policy) for s in range(1, s_max + 1)]
     off = [evaluate(traces, k, s, "final") for s in range(1, s_max + 1)]
     target = min(max(o.coverage for o in on), max(o.coverage for o in off))
 
@@ -91,6 +115,7 @@ def steps_saved_at_equal_coverage(traces: Sequence[Trace], k: int, s_max: int) -
     s_on, best_on = cheapest(on)
     s_off, best_off = cheapest(off)
     return {
+        "policy": policy,
         "k": float(k),
         "coverage_target": target,
         "max_steps_on": float(s_on),

@@ -1,6 +1,6 @@
 """Run many seeded trajectories of a model on one puzzle for a fixed number of supervision steps and keep,
-per trajectory and step, whether the decoded candidate was valid, which solution it was, and whether the
-halting head said stop.
+per trajectory and step, whether the decoded candidate was valid, which solution it was, whether the
+halting head said stop, and whether the candidate was the same as after the previous step (stalled).
 
 Every serving policy (verified early exit on or off, any width k <= W, any max_steps s <= S) is a
 function of this trace: a trajectory's first s steps do not depend on what it would do later, nor on its
@@ -24,6 +24,7 @@ NOT_VALID = -1
 class Trace:
     solution_id: torch.Tensor  # int64 [W, S]: index of the distinct valid solution, NOT_VALID if invalid
     halted: torch.Tensor  # bool [W, S]: q_halt > 0 after that step
+    unchanged: torch.Tensor  # bool [W, S]: the decoded candidate equals the previous step's (False at 0)
     total_solutions: int  # completions of the puzzle (exact solver, capped)
     seconds: float  # wall time of the model steps and verification
 
@@ -52,6 +53,7 @@ def trace_puzzle(
     keys: dict[bytes, int] = {}
     solution_id = torch.full((width, steps), NOT_VALID, dtype=torch.int64)
     halted = torch.zeros((width, steps), dtype=torch.bool)
+    unchanged = torch.zeros((width, steps), dtype=torch.bool)
     x1 = instance.x.unsqueeze(0)
     e_x1 = model.encode(x1)
     started = time.perf_counter()
@@ -62,12 +64,16 @@ def trace_puzzle(
         h, l = model.init_state(b)
         traj = torch.arange(lo, lo + b, dtype=torch.int64)
         seeds = torch.full((b,), seed, dtype=torch.int64)
+        previous: torch.Tensor | None = None
         for n in range(steps):
             out = model.step(h, l, e_x, NoiseKeys(seeds, traj, torch.full((b,), n, dtype=torch.int64)))
             h, l = out.h, out.l
+            if previous is not None:
+                unchanged[lo : lo + b, n] = (out.tokens == previous).flatten(1).all(1).cpu()
+            previous = out.tokens
             valid = task.verify(out.tokens, x)
             halted[lo : lo + b, n] = out.q_halt.cpu() > 0
             for row in torch.nonzero(valid).flatten().tolist():
                 key = task.canonical_key(x[row], out.tokens[row])
                 solution_id[lo + row, n] = keys.setdefault(key, len(keys))
-    return Trace(solution_id, halted, max(total, len(keys)), time.perf_counter() - started)
+    return Trace(solution_id, halted, unchanged, max(total, len(keys)), time.perf_counter() - started)

@@ -32,6 +32,7 @@ def cache_key(job: Job, model_version: str = "") -> str:
         "num_trajectories": job.num_trajectories,
         "max_solutions": job.max_solutions,
         "max_steps": job.max_steps,
+        "stall_patience": job.stall_patience,
         "seed": job.seed,
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)

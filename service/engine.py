@@ -98,6 +98,7 @@ class Engine:
             self._runner, self.step_path = make_runner(model, batch_hint=self.slots)
             log.info("engine %s: step path %s", name, self.step_path)
         self.max_steps_cap = settings.max_steps_cap
+        self.stall_patience = settings.stall_patience
         self.scheduler = Scheduler(
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
             admission=settings.admission,
@@ -114,6 +115,7 @@ class Engine:
         self._l: torch.Tensor | None = None
         self._ex: torch.Tensor | None = None
         self._x: torch.Tensor | None = None
+        self._tokens: torch.Tensor | None = None  # each slot's last candidate, for stall exit
         self._seed = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
         self._job_ex: dict[str, torch.Tensor] = {}  # job id -> e_x [P + L, D], encoded once per job
         self._finish_times: deque[float] = deque(maxlen=64)  # for Retry-After
@@ -255,7 +257,8 @@ class Engine:
             out = self._run_step(h, l, e_x, noise)
             self._h[idx] = out.h.to(self._h.dtype)
             self._l[idx] = out.l.to(self._l.dtype)
-            outcomes = self._outcomes(plan, out, x)
+            unchanged = self._unchanged(plan, idx, out.tokens)
+            outcomes = self._outcomes(plan, out, x, unchanged)
         self.scheduler.update(plan, outcomes, time.time())
         self.iterations += 1
         metrics.STEP_DURATION.labels(model=self.name).observe(time.perf_counter() - started)
@@ -293,7 +296,17 @@ class Engine:
         self._ex = torch.zeros((s, *e_x.shape), dtype=e_x.dtype, device=self.device)
         self._x = torch.ones((s, spec.seq_len, spec.in_group), dtype=torch.int64, device=self.device)
 
-    def _outcomes(self, plan: StepPlan, out: Any, x: torch.Tensor) -> list[RowOutcome]:
+    def _unchanged(self, plan: StepPlan, idx: torch.Tensor, tokens: torch.Tensor) -> list[bool]:
+        """Per row: the candidate equals the one its trajectory decoded after its previous step (stall
+        exit's signal; False on a trajectory's first step, whose slot holds another's last candidate)."""
+        if self._tokens is None:
+            shape = (self.slots, *tokens.shape[1:])
+            self._tokens = torch.zeros(shape, dtype=tokens.dtype, device=tokens.device)
+        same = (tokens == self._tokens[idx]).flatten(1).all(1).tolist()
+        self._tokens[idx] = tokens
+        return [bool(s) and row.step > 0 for s, row in zip(same, plan.rows, strict=True)]
+
+    def _outcomes(self, plan: StepPlan, out: Any, x: torch.Tensor, unchanged: list[bool]) -> list[RowOutcome]:
         rows = plan.rows
         tokens = out.tokens
         halted = (out.q_halt > 0).tolist()
@@ -321,9 +334,9 @@ class Engine:
             if i in keep_set:
                 y = tokens[i].cpu().clone()
                 key = self.task.canonical_key(x[i].cpu(), y) if valid[i] else None
-                results.append(RowOutcome(valid[i], halted[i], key, scores[i], y))
+                results.append(RowOutcome(valid[i], halted[i], unchanged[i], key, scores[i], y))
             else:
-                results.append(RowOutcome(valid=False, halted=halted[i]))
+                results.append(RowOutcome(valid=False, halted=halted[i], unchanged=unchanged[i]))
         return results
 
     # -- results -------------------------------------------------------------------------------------
@@ -398,7 +411,10 @@ class Engine:
             raise ValueError(f"max_steps must be in 1..{self.max_steps_cap}, got {steps}")
         if job.num_trajectories < 1 or job.max_solutions < 1:
             raise ValueError("num_trajectories and max_solutions must be >= 1")
-        return replace(job, max_steps=steps)
+        patience = job.stall_patience if job.stall_patience is not None else self.stall_patience
+        if patience < 0:
+            raise ValueError(f"stall_patience must be >= 0, got {patience}")
+        return replace(job, max_steps=steps, stall_patience=patience)
 
 
 def _config(model: Any, name: str, default: Any) -> Any:

@@ -30,8 +30,8 @@ def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
     return Job.new(
         model=model, task=task, x=instance.x.tolist(), meta=instance.meta, kind=JobKind.solve,
         num_trajectories=body.num_trajectories, max_solutions=body.max_solutions, max_steps=body.max_steps,
-        seed=resolve_seed(body.seed), deadline=deadline(settings, body.timeout_ms),
-        seeded=body.seed is not None,
+        stall_patience=body.stall_patience, seed=resolve_seed(body.seed),
+        deadline=deadline(settings, body.timeout_ms), seeded=body.seed is not None,
     )
 
 

@@ -45,6 +45,9 @@ class Job:
     num_trajectories: int = 20
     max_solutions: int = 10
     max_steps: int | None = None  # None: the model's n_sup
+    # continuous mode: retire a trajectory whose invalid candidate stayed the same this many steps in a
+    # row (0: never); None: the engine's GRAM_STALL_PATIENCE
+    stall_patience: int | None = None
     seed: int = 0
     deadline: float | None = None  # Unix seconds; None: no deadline
     submitted_at: float = field(default_factory=time.time)

@@ -14,7 +14,7 @@ wired in service/app.py.
 | gram_batch_occupancy | histogram | model | active slots / slots, once per iteration |
 | gram_step_duration_seconds | histogram | model | one supervision step of the batch, incl. verify |
 | gram_job_duration_seconds | histogram | task, outcome | accept -> result (complete/partial/aborted/error) |
-| gram_trajectories_total | counter | model, outcome | valid / invalid / halted / exhausted / aborted |
+| gram_trajectories_total | counter | model, outcome | valid/invalid/halted/stalled/exhausted/aborted |
 | gram_distinct_solutions | histogram | task | distinct solutions per finished solve job |
 | gram_rejected_total | counter | reason | queue_full / body_too_large / invalid_input / no_model |
 | gram_jobs_total | counter | task, outcome | finished jobs |
@@ -62,7 +62,7 @@ CACHE_REQUESTS = Counter("gram_cache_requests_total", "Result-cache lookups", ["
 WORKERS = Gauge("gram_workers", "Engine workers serving")
 
 JOB_OUTCOMES = ("complete", "partial", "aborted", "error")
-TRAJECTORY_OUTCOMES = ("valid", "invalid", "halted", "exhausted", "aborted")
+TRAJECTORY_OUTCOMES = ("valid", "invalid", "halted", "stalled", "exhausted", "aborted")
 REJECT_REASONS = ("queue_full", "body_too_large", "invalid_input", "no_model")
 
 

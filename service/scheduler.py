@@ -14,7 +14,8 @@ Modes (``BatchingMode``):
   index order; or ``admission="round_robin"``: one slot per waiting job per pass, in arrival order) into
   every free slot, including slots freed by the previous update. Every row is verified
   after every step; a trajectory retires when its candidate is valid, when the halting head says stop
-  (q_halt > 0) or at its job's max_steps.
+  (q_halt > 0), when its invalid candidate has not changed for its job's ``stall_patience`` steps in a
+  row (stall exit; 0 turns it off), or at its job's max_steps.
 - request: request-level dynamic batching (Triton / Ray Serve style). A batch starts when the slots are
   all free and either the waiting trajectories fill every slot or the oldest waiting job has waited
   ``batch_wait_s``; it runs until its last trajectory has run its max_steps. Candidates are verified only
@@ -49,7 +50,9 @@ from service.jobs import Job, JobKind, Outcome
 from service.settings import BatchingMode
 
 # Trajectory outcomes (the ``outcome`` label of gram_trajectories_total).
-VALID, INVALID, HALTED, EXHAUSTED, ABORTED = "valid", "invalid", "halted", "exhausted", "aborted"
+VALID, INVALID, HALTED, STALLED, EXHAUSTED, ABORTED = (
+    "valid", "invalid", "halted", "stalled", "exhausted", "aborted"
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class StepPlan:
 class RowOutcome:
     valid: bool = False  # verified valid (False when the row was not verified)
     halted: bool = False  # the halting head says stop (q_halt > 0)
+    unchanged: bool = False  # the candidate is the one this trajectory decoded after its previous step
     key: bytes | None = None  # canonical key of a valid candidate
     score: float = 0.0
     payload: Any = None  # the candidate (opaque here): kept for valid rows and for retiring samples
@@ -146,6 +150,7 @@ class _Slot:
     job_id: str
     traj: int
     steps: int = 0
+    unchanged: int = 0  # consecutive steps after which the candidate was the same as before
 
 
 class Scheduler:
@@ -218,7 +223,8 @@ class Scheduler:
             if slot is None or state is None or slot.job_id != row.job_id or slot.traj != row.traj:
                 continue  # the job finished (abort, deadline) between schedule() and update()
             slot.steps += 1
-            retire = self._retirement(state, row, out)
+            slot.unchanged = slot.unchanged + 1 if out.unchanged else 0
+            retire = self._retirement(state, row, out, slot.unchanged)
             if retire is None:
                 continue
             keep = retire == VALID
@@ -265,7 +271,7 @@ class Scheduler:
         return list(self._jobs)
 
     # -- rules ----------------------------------------------------------------------------------------
-    def _retirement(self, state: _JobState, row: PlanRow, out: RowOutcome) -> str | None:
+    def _retirement(self, state: _JobState, row: PlanRow, out: RowOutcome, unchanged: int) -> str | None:
         continuous = self.mode == BatchingMode.continuous
         if state.job.kind == JobKind.sample:
             if row.final or (continuous and self.use_halting and out.halted):
@@ -275,6 +281,9 @@ class Scheduler:
             return VALID
         if continuous and self.use_halting and out.halted:
             return HALTED
+        patience = state.job.stall_patience or 0
+        if continuous and row.verify and patience > 0 and unchanged >= patience:
+            return STALLED
         if row.final:
             return EXHAUSTED if continuous else INVALID
         return None

@@ -37,6 +37,12 @@ class SolveCommon(_Strict):
     max_steps: StrictInt | None = Field(
         None, ge=1, description="supervision steps per trajectory (default: the model's N_sup)"
     )
+    stall_patience: StrictInt | None = Field(
+        None, ge=0, le=1024,
+        description="stall exit (continuous batching): retire a trajectory whose invalid answer stayed the "
+                    "same this many supervision steps in a row; 0: run it to max_steps; default: "
+                    "the server's GRAM_STALL_PATIENCE",
+    )
     seed: StrictInt | None = Field(
         None, ge=0, le=MAX_SEED,
         description="same seed, same answer; null draws a random seed and answers with the first "

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     )
     max_timeout_ms: float = Field(600_000.0, gt=0, description="cap on a request's timeout_ms")
     max_steps_cap: int = Field(256, ge=1, description="cap on a request's max_steps")
+    stall_patience: int = Field(
+        1, ge=0, le=1024,
+        description="continuous mode: retire a trajectory whose invalid answer stayed the same this many "
+                    "steps in a row (stall exit; 0: off), for requests that do not say",
+    )
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
     models: str = Field("", description="comma-separated checkpoint names to load; empty: all in weights_dir")
     device: str = Field("cpu", description="torch device for the engines, e.g. cpu or cuda:0")

@@ -30,6 +30,9 @@ def make_engine() -> Iterator:
 
     def make(slots: int = 8, mode: BatchingMode = BatchingMode.continuous, model: FakeModel | None = None,
              **settings: object) -> Engine:
+        # The toy decodes the same all-PAD candidate until it solves, so stall exit would retire its slow
+        # trajectories: off unless a test turns it on.
+        settings.setdefault("stall_patience", 0)
         s = Settings(slots=slots, batching=mode, request_batch_wait_ms=5, **settings)  # type: ignore[arg-type]
         engine = Engine("toy", model or FakeModel(n_sup=8), TASK, s)
         engine.warmup()
@@ -113,6 +116,21 @@ def test_halting_retires_trajectories_in_continuous_mode(make_engine) -> None:
     expected = sum(1 for t, a in at.items() if (a == 1 if t % 3 == 2 else a <= 8))
     assert sum(s.count for s in result.solutions) == expected
     assert result.steps == sum(1 if t % 3 == 2 else min(a, 8) for t, a in at.items())
+
+
+def test_stall_exit_retires_trajectories_whose_wrong_candidate_does_not_change(make_engine) -> None:
+    engine = make_engine(slots=8, stall_patience=1)  # the server default; the toy shows all-PAD until solved
+    result = engine.submit(toy_job(seed=4, width=12, k=9, spread=6)).result(timeout=10)
+    at = {t: expected_toy_outcome(4, t, 9, 6) for t in range(12)}
+    # all-PAD after steps 1 and 2: stalled at step 2 unless solved by then
+    assert sum(s.count for s in result.solutions) == sum(1 for _, a in at.values() if a <= 2) > 0
+    assert result.steps == sum(min(a, 2) for _, a in at.values()) < sum(a for _, a in at.values())
+    # a request can turn it off (or wait longer): then every trajectory solves, as without stall exit
+    off = engine.submit(toy_job(seed=4, width=12, k=9, spread=6, stall_patience=0)).result(timeout=10)
+    assert sum(s.count for s in off.solutions) == 12
+    assert off.steps == sum(a for _, a in at.values())
+    patient = engine.submit(toy_job(seed=4, width=12, k=9, spread=6, stall_patience=5)).result(timeout=10)
+    assert patient.steps == off.steps and answer(patient) == answer(off)
 
 
 def test_deadline_returns_a_partial_result(make_engine) -> None:
@@ -218,7 +236,7 @@ def test_slot_state_survives_moves_between_batches() -> None:
     # FakeModel.step asserts that noise.step equals the step count carried in h: an engine that mixed
     # up slots would raise there and answer errors.
     model = FakeModel(n_sup=8)
-    engine = Engine("toy", model, TASK, Settings(slots=3))
+    engine = Engine("toy", model, TASK, Settings(slots=3, stall_patience=0))
     engine.start()
     try:
         futures = [engine.submit(toy_job(seed=i, width=1 + i % 5, k=9, spread=8)) for i in range(15)]

@@ -18,10 +18,12 @@ from model.tasks.registry import get_task
 V = NOT_VALID
 
 
-def _trace(ids: list[list[int]], halted: list[list[bool]] | None = None, total: int = 4) -> Trace:
+def _trace(ids: list[list[int]], halted: list[list[bool]] | None = None, total: int = 4,
+           unchanged: list[list[bool]] | None = None) -> Trace:
     sid = torch.tensor(ids, dtype=torch.int64)
     halt = torch.tensor(halted, dtype=torch.bool) if halted else torch.zeros_like(sid, dtype=torch.bool)
-    return Trace(sid, halt, total, 0.0)
+    same = torch.tensor(unchanged, dtype=torch.bool) if unchanged else torch.zeros_like(sid, dtype=torch.bool)
+    return Trace(sid, halt, same, total, 0.0)
 
 
 def test_final_policy_sees_only_the_last_step() -> None:
@@ -49,6 +51,25 @@ def test_halting_retires_before_a_later_valid_step_but_not_on_the_same_step() ->
     found, spent = run_policy(tr, 3, 3, "verified+halt")
     assert found.tolist() == [0, V, V]  # row 0 valid and halting at step 2: kept; row 1 halted at step 1
     assert spent == 2 + 1 + 3
+
+
+def test_stall_exit_retires_an_unchanged_wrong_candidate_but_keeps_an_unchanged_valid_one() -> None:
+    F, T = False, True
+    tr = _trace(
+        [[V, V, V, V], [V, V, 1, 1], [V, 0, 0, V], [V, V, V, 2]],
+        unchanged=[[F, T, T, T], [F, F, T, T], [F, F, T, F], [F, F, T, F]],
+    )
+    found, spent = run_policy(tr, 4, 4, "verified+stall")
+    # row 0 stalls at step 2; row 1 valid at 3 (unchanged there: valid first); row 2 valid at 2;
+    # row 3 stalls at step 3 before its step-4 answer
+    assert found.tolist() == [V, 1, 0, V] and spent == 2 + 3 + 2 + 3
+    found, spent = run_policy(tr, 4, 4, "verified+stall", stall_patience=2)
+    assert found.tolist() == [V, 1, 0, 2] and spent == 3 + 3 + 2 + 4
+    r = steps_saved_at_equal_coverage([tr], 4, 4, "verified+stall")
+    assert r["policy"] == "verified+stall" and r["same_settings_coverage_on"] == pytest.approx(2 / 4)
+    assert r["same_settings_saved"] == pytest.approx(1 - 10 / 16)
+    with pytest.raises(ValueError):
+        steps_saved_at_equal_coverage([tr], 4, 4, "final")
 
 
 def test_evaluate_averages_accuracy_solved_and_coverage_over_puzzles() -> None:
@@ -122,3 +143,7 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
     expected = [[V, 0, 0, 0] if t % 2 == 0 else [V, V, V, V] for t in range(5)]
     assert tr.solution_id.tolist() == expected
     assert tr.halted.tolist() == [[False, False, True, True]] * 5
+    # even trajectories change once (input -> solution) then hold; odd ones hold the input from step 2 on
+    assert tr.unchanged.tolist() == [
+        [False, False, True, True] if t % 2 == 0 else [False, True, True, True] for t in range(5)
+    ]

@@ -34,7 +34,8 @@ def step(s: Scheduler, fn: OutcomeFn, now: float = 0.0) -> tuple[StepPlan, list[
     plan = s.schedule(now)
     outs = [fn(r.job_id, r.traj, r.step) for r in plan.rows]
     # an unverified row cannot be known valid
-    outs = [o if r.verify else RowOutcome(halted=o.halted) for r, o in zip(plan.rows, outs, strict=True)]
+    outs = [o if r.verify else RowOutcome(halted=o.halted, unchanged=o.unchanged)
+            for r, o in zip(plan.rows, outs, strict=True)]
     s.update(plan, outs, now)
     return plan, s.pop_finished()
 
@@ -98,6 +99,53 @@ def test_retirement_rules_continuous() -> None:
     assert counts == {"valid": 1, "halted": 1, "exhausted": 1}
     assert done.outcome == Outcome.complete and done.num_trajectories == 3 and done.steps == 1 + 1 + 2
     assert [(r.key, r.count, r.first_step) for r in done.solutions] == [(b"k", 1, 1)]
+
+
+SAME = RowOutcome(unchanged=True)  # invalid, and the same candidate as after the previous step
+
+
+def test_stall_exit_retires_a_trajectory_stuck_on_one_wrong_answer_for_patience_steps() -> None:
+    s = Scheduler(slots=3)
+    s.add(job("a", width=3, max_steps=8, stall_patience=2), 0.0)
+
+    def fn(_: str, traj: int, step_no: int) -> RowOutcome:
+        if step_no == 0:
+            return NOTHING  # a first step has nothing to compare with
+        if traj == 0:
+            return SAME  # stuck from its second step on: two unchanged steps in a row after step 3
+        if traj == 1:
+            return SAME if step_no % 2 else NOTHING  # never two in a row: runs to max_steps
+        return valid("k") if step_no == 3 else SAME if step_no == 2 else NOTHING  # stuck once, then solves
+
+    done = run_all(s, fn)["a"]
+    assert s.pop_retired_counts() == {"stalled": 1, "exhausted": 1, "valid": 1}
+    assert done.steps == 3 + 8 + 4
+    assert [(r.key, r.first_step) for r in done.solutions] == [(b"k", 4)]
+
+
+def test_a_valid_unchanged_candidate_retires_valid() -> None:
+    s = Scheduler(slots=1)
+    s.add(job("a", width=1, stall_patience=1), 0.0)
+    plan = s.schedule(0.0)
+    s.update(plan, [NOTHING], 0.0)
+    plan = s.schedule(1.0)
+    s.update(plan, [RowOutcome(valid=True, unchanged=True, key=b"k", payload="k")], 1.0)
+    assert s.pop_retired_counts() == {"valid": 1}
+
+
+@pytest.mark.parametrize(
+    ("mode", "patience"),
+    [(BatchingMode.continuous, 0), (BatchingMode.continuous, None), (BatchingMode.request, 1),
+     (BatchingMode.serial, 1)],
+)
+def test_stall_exit_is_off_at_patience_zero_unresolved_and_outside_continuous_mode(
+    mode: BatchingMode, patience: int | None
+) -> None:
+    s = Scheduler(slots=2, mode=mode)
+    s.add(job("a", width=2, max_steps=5, stall_patience=patience), 0.0)
+    done = run_all(s, lambda _j, _t, n: SAME if n else NOTHING)["a"]
+    assert done.steps == 2 * 5
+    assert "stalled" not in s.pop_retired_counts()
 
 
 def test_halting_can_be_disabled() -> None:

@@ -87,6 +87,9 @@ def solve(
     num_trajectories: Annotated[int | None, typer.Option(help="width budget")] = None,
     max_solutions: Annotated[int | None, typer.Option(help="stop after this many distinct")] = None,
     max_steps: Annotated[int | None, typer.Option(help="supervision steps per trajectory")] = None,
+    stall_patience: Annotated[
+        int | None, typer.Option(help="retire a trajectory stuck this many steps on a wrong answer (0: off)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same answer")] = None,
     timeout_ms: Annotated[float | None, typer.Option(help="deadline")] = None,
     url: UrlOpt = None,
@@ -99,7 +102,7 @@ def solve(
         "task": task, "puzzle": puzzle, "n": n, "queens": _json_arg(queens, "queens"), "num_nodes": num_nodes,
         "edges": _json_arg(edges, "edges"), "num_colors": num_colors, "fixed": _json_arg(fixed, "fixed"),
         "num_trajectories": num_trajectories, "max_solutions": max_solutions, "max_steps": max_steps,
-        "seed": seed, "timeout_ms": timeout_ms,
+        "stall_patience": stall_patience, "seed": seed, "timeout_ms": timeout_ms,
     }
     body.update({k: v for k, v in flags.items() if v is not None})
     try:
