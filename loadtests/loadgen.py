@@ -52,7 +52,7 @@ class LoadSpec:
     @property
     def label(self) -> str:
         answers = "" if self.max_solutions is None else f"/s{self.max_solutions}"
-        return f"{self.workload}/w{self.width}{answers}"
+        return f"{self.workload}/w{self.width}{answers}{'' if self.seeded else '/unseeded'}"
 
 
 def _parse_answer(record: RequestRecord, resp: httpx.Response) -> None:

@@ -386,3 +386,13 @@ def test_step_scaling_times_the_engine_step_and_names_it(
     rows = list(csv.DictReader(out.open()))
     assert [int(r["batch"]) for r in rows] == [1, 3] and {r["path"] for r in rows} == {"cpu+bf16"}
     assert all(float(r["step_s"]) > 0 for r in rows)
+
+
+def test_load_spec_label_names_width_answers_and_unseeded_traffic() -> None:
+    from loadtests.loadgen import LoadSpec
+
+    seeded = LoadSpec("nqueens8", 16, rate=1.0, duration_s=1.0, max_solutions=1)
+    assert seeded.label == "nqueens8/w16/s1"
+    assert LoadSpec("nqueens8", 16, rate=1.0, duration_s=1.0, max_solutions=1, seeded=False).label == (
+        "nqueens8/w16/s1/unseeded"
+    )
