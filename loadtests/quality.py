@@ -73,12 +73,14 @@ def trace_model(
     return traces
 
 
-def quality_rows(label: str, traces: list[Trace], width: int, steps: int) -> list[dict[str, object]]:
+def quality_rows(
+    label: str, traces: list[Trace], width: int, steps: int, stall_patience: int = 1
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for policy in POLICIES:
         for k in widths_up_to(width):
             for s in range(1, steps + 1):
-                o = evaluate(traces, k, s, policy)
+                o = evaluate(traces, k, s, policy, stall_patience)
                 rows.append(
                     dict(
                         model=label,
@@ -200,7 +202,14 @@ def main(
     threads: Annotated[int, typer.Option(help="torch threads")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option()] = Path("loadtests/results/quality"),
+    stall_patience: Annotated[
+        int, typer.Option(help="the verified+stall policy's patience (the service's GRAM_STALL_PATIENCE)")
+    ] = 2,
     replot: Annotated[bool, typer.Option(help="only redraw the plots from OUT/quality.csv")] = False,
+    save_traces: Annotated[
+        bool, typer.Option(help="also write OUT/traces.pt (torch.save of {model: [Trace fields]}) to replay "
+                                "other exit policies without running the models again")
+    ] = False,
 ) -> None:
     """Accuracy/coverage vs width and steps; GRAM vs baseline; steps saved by verified early exit."""
     if replot:
@@ -225,7 +234,7 @@ def main(
         traces["baseline"] = trace_model(
             load_checkpoint(baseline), task_name, instances, width, s, chunk, seed
         )
-    rows = [r for label, tr in traces.items() for r in quality_rows(label, tr, width, s)]
+    rows = [r for label, tr in traces.items() for r in quality_rows(label, tr, width, s, stall_patience)]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "quality.csv", rows)
     summary: dict[str, object] = {
@@ -237,15 +246,22 @@ def main(
         "max_steps": s,
         "seconds": round(time.monotonic() - started, 1),
         "early_exit_at_equal_coverage": steps_saved_at_equal_coverage(traces["gram"], width, s),
+        "stall_patience": stall_patience,
         "stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
-            traces["gram"], width, s, "verified+stall"
+            traces["gram"], width, s, "verified+stall", stall_patience
         ),
+        # what each patience would give at full width and steps: coverage kept vs steps spent
+        "stall_patience_sweep": {
+            str(p): evaluate(traces["gram"], width, s, "verified+stall", p).__dict__ for p in range(1, s)
+        },
     }
     for label, tr in traces.items():
         for policy in POLICIES:
-            o = evaluate(tr, width, s, policy)
+            o = evaluate(tr, width, s, policy, stall_patience)
             summary[f"{label}/{policy}"] = o.__dict__
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if save_traces:
+        torch.save({label: [t.__dict__ for t in tr] for label, tr in traces.items()}, out / "traces.pt")
     plot_quality(rows, width, s, out, f"{task_name} {knobs}")
     console.print_json(json.dumps(summary))
 

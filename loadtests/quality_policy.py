@@ -78,10 +78,10 @@ def run_policy(
     return found, float(spent)
 
 
-def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str) -> Outcome:
+def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str, stall_patience: int = 1) -> Outcome:
     acc, solved, cov, steps = [], [], [], []
     for trace in traces:
-        found, spent = run_policy(trace, k, s, policy)
+        found, spent = run_policy(trace, k, s, policy, stall_patience)
         valid = found != NOT_VALID
         acc.append(valid.float().mean().item())
         solved.append(float(valid.any().item()))
@@ -93,7 +93,7 @@ def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str) -> Outcome:
 
 
 def steps_saved_at_equal_coverage(
-    traces: Sequence[Trace], k: int, s_max: int, policy: str = "verified"
+    traces: Sequence[Trace], k: int, s_max: int, policy: str = "verified", stall_patience: int = 1
 ) -> dict[str, float | str]:
     """Supervision steps that an early-exit policy (verified exit, or verified + stall exit) saves against
     running every trajectory to max_steps (``final``), at width k, over max_steps 1..s_max.
@@ -104,7 +104,7 @@ def steps_saved_at_equal_coverage(
     changes for a user who keeps max_steps), with each policy's coverage."""
     if policy not in EARLY_EXIT_POLICIES:
         raise ValueError(f"policy must be one of {EARLY_EXIT_POLICIES}, got {policy!r}")
-    on = [evaluate(traces, k, s, policy) for s in range(1, s_max + 1)]
+    on = [evaluate(traces, k, s, policy, stall_patience) for s in range(1, s_max + 1)]
     off = [evaluate(traces, k, s, "final") for s in range(1, s_max + 1)]
     target = min(max(o.coverage for o in on), max(o.coverage for o in off))
 

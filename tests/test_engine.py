@@ -119,7 +119,7 @@ def test_halting_retires_trajectories_in_continuous_mode(make_engine) -> None:
 
 
 def test_stall_exit_retires_trajectories_whose_wrong_candidate_does_not_change(make_engine) -> None:
-    engine = make_engine(slots=8, stall_patience=1)  # the server default; the toy shows all-PAD until solved
+    engine = make_engine(slots=8, stall_patience=1)  # the toy shows all-PAD until solved
     result = engine.submit(toy_job(seed=4, width=12, k=9, spread=6)).result(timeout=10)
     at = {t: expected_toy_outcome(4, t, 9, 6) for t in range(12)}
     # all-PAD after steps 1 and 2: stalled at step 2 unless solved by then
