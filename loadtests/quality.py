@@ -30,7 +30,13 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from loadtests.loadgen import write_csv  # noqa: E402
-from loadtests.quality_policy import POLICIES, evaluate, steps_saved_at_equal_coverage  # noqa: E402
+from loadtests.quality_policy import (  # noqa: E402
+    POLICIES,
+    STALL_MIN_STEPS,
+    STALL_PATIENCE,
+    evaluate,
+    steps_saved_at_equal_coverage,
+)
 from loadtests.quality_trace import Trace, trace_puzzle  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.gram import GRAM  # noqa: E402
@@ -74,13 +80,13 @@ def trace_model(
 
 
 def quality_rows(
-    label: str, traces: list[Trace], width: int, steps: int, stall_patience: int = 1
+    label: str, traces: list[Trace], width: int, steps: int, stall: tuple[int, int] = (1, 3)
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for policy in POLICIES:
         for k in widths_up_to(width):
             for s in range(1, steps + 1):
-                o = evaluate(traces, k, s, policy, stall_patience)
+                o = evaluate(traces, k, s, policy, *stall)
                 rows.append(
                     dict(
                         model=label,
@@ -204,7 +210,10 @@ def main(
     out: Annotated[Path, typer.Option()] = Path("loadtests/results/quality"),
     stall_patience: Annotated[
         int, typer.Option(help="the verified+stall policy's patience (the service's GRAM_STALL_PATIENCE)")
-    ] = 2,
+    ] = STALL_PATIENCE,
+    stall_min_steps: Annotated[
+        int, typer.Option(help="... and its GRAM_STALL_MIN_STEPS")
+    ] = STALL_MIN_STEPS,
     replot: Annotated[bool, typer.Option(help="only redraw the plots from OUT/quality.csv")] = False,
     save_traces: Annotated[
         bool, typer.Option(help="also write OUT/traces.pt (torch.save of {model: [Trace fields]}) to replay "
@@ -234,7 +243,8 @@ def main(
         traces["baseline"] = trace_model(
             load_checkpoint(baseline), task_name, instances, width, s, chunk, seed
         )
-    rows = [r for label, tr in traces.items() for r in quality_rows(label, tr, width, s, stall_patience)]
+    stall = (stall_patience, stall_min_steps)
+    rows = [r for label, tr in traces.items() for r in quality_rows(label, tr, width, s, stall)]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "quality.csv", rows)
     summary: dict[str, object] = {
@@ -247,17 +257,19 @@ def main(
         "seconds": round(time.monotonic() - started, 1),
         "early_exit_at_equal_coverage": steps_saved_at_equal_coverage(traces["gram"], width, s),
         "stall_patience": stall_patience,
+        "stall_min_steps": stall_min_steps,
         "stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
-            traces["gram"], width, s, "verified+stall", stall_patience
+            traces["gram"], width, s, "verified+stall", *stall
         ),
-        # what each patience would give at full width and steps: coverage kept vs steps spent
-        "stall_patience_sweep": {
-            str(p): evaluate(traces["gram"], width, s, "verified+stall", p).__dict__ for p in range(1, s)
+        # what each (patience, min steps) would give at full width and steps: coverage kept vs steps spent
+        "stall_sweep": {
+            f"p{p}/m{m}": evaluate(traces["gram"], width, s, "verified+stall", p, m).__dict__
+            for p in (1, 2, 3) for m in (1, 2, 3, 4)
         },
     }
     for label, tr in traces.items():
         for policy in POLICIES:
-            o = evaluate(tr, width, s, policy, stall_patience)
+            o = evaluate(tr, width, s, policy, *stall)
             summary[f"{label}/{policy}"] = o.__dict__
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if save_traces:

@@ -6,9 +6,10 @@ and how many supervision steps they would have spent.
 - ``verified`` (verified early exit ON; continuous mode): a trajectory retires at the first step whose
   candidate the exact verifier accepts. Cost: that step, or s if it never becomes valid.
 - ``verified+halt``: as ``verified``, and a trajectory also retires when the halting head says stop.
-- ``verified+stall`` (the service's default in continuous mode, ``stall_patience`` 1): as ``verified``,
-  and a trajectory whose candidate is invalid and the same as after the previous step retires there
-  (stall exit): a trajectory stuck on a wrong answer rarely leaves it, so its remaining steps buy little.
+- ``verified+stall`` (the service's default in continuous mode): as ``verified``, and a trajectory whose
+  candidate is invalid and was the same after its last ``stall_patience`` steps (default 1) retires
+  there, once it has run ``stall_min_steps`` steps (default 3) (stall exit): a trajectory stuck on a
+  wrong answer rarely leaves it, so its remaining steps buy little.
 """
 
 from __future__ import annotations
@@ -39,18 +40,23 @@ def _first(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, idx, torch.full_like(idx, s)).min(dim=1).values
 
 
-def _first_stall(unchanged: torch.Tensor, patience: int) -> torch.Tensor:
-    """Index of the first step ending ``patience`` consecutive unchanged steps, per row (or the length)."""
+STALL_PATIENCE, STALL_MIN_STEPS = 1, 3  # the service's defaults (GRAM_STALL_PATIENCE, GRAM_STALL_MIN_STEPS)
+
+
+def _first_stall(unchanged: torch.Tensor, patience: int, min_steps: int) -> torch.Tensor:
+    """Index of the first step ending ``patience`` consecutive unchanged steps at or after the
+    ``min_steps``-th step, per row (or the length): the scheduler's rule."""
     run = torch.zeros(unchanged.shape[0], dtype=torch.int64)
     stalled = torch.zeros_like(unchanged)
     for n in range(unchanged.shape[1]):
         run = torch.where(unchanged[:, n], run + 1, torch.zeros_like(run))
-        stalled[:, n] = run >= patience
+        stalled[:, n] = (run >= patience) & (n + 1 >= min_steps)
     return _first(stalled)
 
 
 def run_policy(
-    trace: Trace, k: int, s: int, policy: str, stall_patience: int = 1
+    trace: Trace, k: int, s: int, policy: str, stall_patience: int = STALL_PATIENCE,
+    stall_min_steps: int = STALL_MIN_STEPS,
 ) -> tuple[torch.Tensor, float]:
     """(solution id per trajectory, NOT_VALID if none; steps spent) for the first k trajectories."""
     if not (1 <= k <= trace.width and 1 <= s <= trace.steps):
@@ -67,7 +73,8 @@ def run_policy(
         stop = torch.minimum(first_valid, _first(trace.halted[:k, :s]))
     elif policy == "verified+stall":
         # Likewise: a stalled candidate is verified first; only an invalid one retires as stalled.
-        stop = torch.minimum(first_valid, _first_stall(trace.unchanged[:k, :s], stall_patience))
+        stalled = _first_stall(trace.unchanged[:k, :s], stall_patience, stall_min_steps)
+        stop = torch.minimum(first_valid, stalled)
     found = torch.where(
         first_valid == stop,
         ids.gather(1, stop.clamp(max=s - 1).unsqueeze(1)).squeeze(1),
@@ -78,10 +85,13 @@ def run_policy(
     return found, float(spent)
 
 
-def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str, stall_patience: int = 1) -> Outcome:
+def evaluate(
+    traces: Sequence[Trace], k: int, s: int, policy: str, stall_patience: int = STALL_PATIENCE,
+    stall_min_steps: int = STALL_MIN_STEPS,
+) -> Outcome:
     acc, solved, cov, steps = [], [], [], []
     for trace in traces:
-        found, spent = run_policy(trace, k, s, policy, stall_patience)
+        found, spent = run_policy(trace, k, s, policy, stall_patience, stall_min_steps)
         valid = found != NOT_VALID
         acc.append(valid.float().mean().item())
         solved.append(float(valid.any().item()))
@@ -93,7 +103,8 @@ def evaluate(traces: Sequence[Trace], k: int, s: int, policy: str, stall_patienc
 
 
 def steps_saved_at_equal_coverage(
-    traces: Sequence[Trace], k: int, s_max: int, policy: str = "verified", stall_patience: int = 1
+    traces: Sequence[Trace], k: int, s_max: int, policy: str = "verified",
+    stall_patience: int = STALL_PATIENCE, stall_min_steps: int = STALL_MIN_STEPS,
 ) -> dict[str, float | str]:
     """Supervision steps that an early-exit policy (verified exit, or verified + stall exit) saves against
     running every trajectory to max_steps (``final``), at width k, over max_steps 1..s_max.
@@ -104,7 +115,7 @@ def steps_saved_at_equal_coverage(
     changes for a user who keeps max_steps), with each policy's coverage."""
     if policy not in EARLY_EXIT_POLICIES:
         raise ValueError(f"policy must be one of {EARLY_EXIT_POLICIES}, got {policy!r}")
-    on = [evaluate(traces, k, s, policy, stall_patience) for s in range(1, s_max + 1)]
+    on = [evaluate(traces, k, s, policy, stall_patience, stall_min_steps) for s in range(1, s_max + 1)]
     off = [evaluate(traces, k, s, "final") for s in range(1, s_max + 1)]
     target = min(max(o.coverage for o in on), max(o.coverage for o in off))
 

@@ -101,7 +101,7 @@ class Engine:
         self.stall_patience = settings.stall_patience
         self.scheduler = Scheduler(
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
-            admission=settings.admission,
+            admission=settings.admission, stall_min_steps=settings.stall_min_steps,
         )
         self.ready = False
         self._lock = threading.Condition()

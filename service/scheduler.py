@@ -15,7 +15,8 @@ Modes (``BatchingMode``):
   every free slot, including slots freed by the previous update. Every row is verified
   after every step; a trajectory retires when its candidate is valid, when the halting head says stop
   (q_halt > 0), when its invalid candidate has not changed for its job's ``stall_patience`` steps in a
-  row (stall exit; 0 turns it off), or at its job's max_steps.
+  row and it has run at least ``stall_min_steps`` steps (stall exit; patience 0 turns it off), or at
+  its job's max_steps.
 - request: request-level dynamic batching (Triton / Ray Serve style). A batch starts when the slots are
   all free and either the waiting trajectories fill every slot or the oldest waiting job has waited
   ``batch_wait_s``; it runs until its last trajectory has run its max_steps. Candidates are verified only
@@ -161,6 +162,7 @@ class Scheduler:
         batch_wait_s: float = 0.0,
         use_halting: bool = True,
         admission: str = "fcfs",
+        stall_min_steps: int = 1,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -171,6 +173,7 @@ class Scheduler:
         self.mode = BatchingMode(mode)
         self.batch_wait_s = batch_wait_s
         self.use_halting = use_halting
+        self.stall_min_steps = stall_min_steps
         self._slots: list[_Slot | None] = [None] * slots
         self._jobs: dict[str, _JobState] = {}  # insertion order = arrival order
         self._finished: list[FinishedJob] = []
@@ -224,7 +227,7 @@ class Scheduler:
                 continue  # the job finished (abort, deadline) between schedule() and update()
             slot.steps += 1
             slot.unchanged = slot.unchanged + 1 if out.unchanged else 0
-            retire = self._retirement(state, row, out, slot.unchanged)
+            retire = self._retirement(state, row, out, slot)
             if retire is None:
                 continue
             keep = retire == VALID
@@ -271,7 +274,7 @@ class Scheduler:
         return list(self._jobs)
 
     # -- rules ----------------------------------------------------------------------------------------
-    def _retirement(self, state: _JobState, row: PlanRow, out: RowOutcome, unchanged: int) -> str | None:
+    def _retirement(self, state: _JobState, row: PlanRow, out: RowOutcome, slot: _Slot) -> str | None:
         continuous = self.mode == BatchingMode.continuous
         if state.job.kind == JobKind.sample:
             if row.final or (continuous and self.use_halting and out.halted):
@@ -282,7 +285,8 @@ class Scheduler:
         if continuous and self.use_halting and out.halted:
             return HALTED
         patience = state.job.stall_patience or 0
-        if continuous and row.verify and patience > 0 and unchanged >= patience:
+        stalled = patience > 0 and slot.unchanged >= patience and slot.steps >= self.stall_min_steps
+        if continuous and row.verify and stalled:
             return STALLED
         if row.final:
             return EXHAUSTED if continuous else INVALID

@@ -44,12 +44,16 @@ class Settings(BaseSettings):
     )
     max_timeout_ms: float = Field(600_000.0, gt=0, description="cap on a request's timeout_ms")
     max_steps_cap: int = Field(256, ge=1, description="cap on a request's max_steps")
-    # 2, not 1: on N-Queens 8x8 (32 puzzles x 256 trajectories) patience 1 lost one puzzle's only
-    # solution (coverage 0.284 vs 0.294) for 59 % fewer steps; 2 kept all of it for 42 % (BENCHMARKS.md).
+    # Patience 1 from the third step on: on N-Queens 8x8 (two sets of 32 puzzles x 256 trajectories)
+    # patience 1 from the start lost a puzzle's only solution in each set; waiting until a trajectory
+    # has run 3 steps kept every solution and still spent fewer steps than patience 2 (BENCHMARKS.md).
     stall_patience: int = Field(
-        2, ge=0, le=1024,
+        1, ge=0, le=1024,
         description="continuous mode: retire a trajectory whose invalid answer stayed the same this many "
                     "steps in a row (stall exit; 0: off), for requests that do not say",
+    )
+    stall_min_steps: int = Field(
+        3, ge=1, le=1024, description="stall exit retires no trajectory that has run fewer steps than this"
     )
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
     models: str = Field("", description="comma-separated checkpoint names to load; empty: all in weights_dir")

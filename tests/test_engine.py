@@ -119,12 +119,13 @@ def test_halting_retires_trajectories_in_continuous_mode(make_engine) -> None:
 
 
 def test_stall_exit_retires_trajectories_whose_wrong_candidate_does_not_change(make_engine) -> None:
-    engine = make_engine(slots=8, stall_patience=1)  # the toy shows all-PAD until solved
+    # the defaults (patience 1, min steps 3); the toy shows the same all-PAD candidate until it solves
+    engine = make_engine(slots=8, stall_patience=1, stall_min_steps=3)
     result = engine.submit(toy_job(seed=4, width=12, k=9, spread=6)).result(timeout=10)
     at = {t: expected_toy_outcome(4, t, 9, 6) for t in range(12)}
-    # all-PAD after steps 1 and 2: stalled at step 2 unless solved by then
-    assert sum(s.count for s in result.solutions) == sum(1 for _, a in at.values() if a <= 2) > 0
-    assert result.steps == sum(min(a, 2) for _, a in at.values()) < sum(a for _, a in at.values())
+    # all-PAD after steps 1, 2 and 3: stalled at step 3 unless solved by then
+    assert sum(s.count for s in result.solutions) == sum(1 for _, a in at.values() if a <= 3) > 0
+    assert result.steps == sum(min(a, 3) for _, a in at.values()) < sum(a for _, a in at.values())
     # a request can turn it off (or wait longer): then every trajectory solves, as without stall exit
     off = engine.submit(toy_job(seed=4, width=12, k=9, spread=6, stall_patience=0)).result(timeout=10)
     assert sum(s.count for s in off.solutions) == 12

@@ -59,13 +59,18 @@ def test_stall_exit_retires_an_unchanged_wrong_candidate_but_keeps_an_unchanged_
         [[V, V, V, V], [V, V, 1, 1], [V, 0, 0, V], [V, V, V, 2]],
         unchanged=[[F, T, T, T], [F, F, T, T], [F, F, T, F], [F, F, T, F]],
     )
-    found, spent = run_policy(tr, 4, 4, "verified+stall")
+    found, spent = run_policy(tr, 4, 4, "verified+stall", stall_min_steps=1)
     # row 0 stalls at step 2; row 1 valid at 3 (unchanged there: valid first); row 2 valid at 2;
     # row 3 stalls at step 3 before its step-4 answer
     assert found.tolist() == [V, 1, 0, V] and spent == 2 + 3 + 2 + 3
-    found, spent = run_policy(tr, 4, 4, "verified+stall", stall_patience=2)
+    found, spent = run_policy(tr, 4, 4, "verified+stall", stall_patience=2, stall_min_steps=1)
     assert found.tolist() == [V, 1, 0, 2] and spent == 3 + 3 + 2 + 4
-    r = steps_saved_at_equal_coverage([tr], 4, 4, "verified+stall")
+    # the default: patience 1 from the third step on; row 0 runs until step 3 now
+    found, spent = run_policy(tr, 4, 4, "verified+stall")
+    assert found.tolist() == [V, 1, 0, V] and spent == 3 + 3 + 2 + 3
+    found, spent = run_policy(tr, 4, 4, "verified+stall", stall_min_steps=4)  # row 3 reaches its answer
+    assert found.tolist() == [V, 1, 0, 2] and spent == 4 + 3 + 2 + 4
+    r = steps_saved_at_equal_coverage([tr], 4, 4, "verified+stall", stall_min_steps=1)
     assert r["policy"] == "verified+stall" and r["same_settings_coverage_on"] == pytest.approx(2 / 4)
     assert r["same_settings_saved"] == pytest.approx(1 - 10 / 16)
     with pytest.raises(ValueError):

@@ -123,6 +123,14 @@ def test_stall_exit_retires_a_trajectory_stuck_on_one_wrong_answer_for_patience_
     assert [(r.key, r.first_step) for r in done.solutions] == [(b"k", 4)]
 
 
+def test_stall_exit_waits_for_stall_min_steps() -> None:
+    s = Scheduler(slots=1, stall_min_steps=3)
+    s.add(job("a", width=1, max_steps=8, stall_patience=1), 0.0)
+    done = run_all(s, lambda _j, _t, n: SAME if n else NOTHING)["a"]
+    assert done.steps == 3  # unchanged after steps 2 and 3; retired after its third step, not its second
+    assert s.pop_retired_counts() == {"stalled": 1}
+
+
 def test_a_valid_unchanged_candidate_retires_valid() -> None:
     s = Scheduler(slots=1)
     s.add(job("a", width=1, stall_patience=1), 0.0)
