@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 35 minutes on the 2-core CPU machine).
+# Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 40 minutes on the 2-core CPU machine).
 #   loadtests/run_benchmarks.sh [WEIGHTS_DIR] [OUT]
 # WEIGHTS_DIR must hold nqueens.safetensors and nqueens_baseline.safetensors (default: model/weights).
 # PARTS picks what runs (default all): scaling quality overhead sweeps.
@@ -47,9 +47,12 @@ for sweep in ${SWEEPS:-mixed:mixed 16:1:unseeded}; do
   seeded=--seeded; suffix=""
   if [[ "${seeding:-}" == unseeded ]]; then seeded=--no-seeded; suffix=-unseeded; fi
   echo "== batching modes: offered load to past saturation, width $width, max_solutions $answers $seeded"
+  # continuous last: it saturates at the highest load, and the last mode gets what the others left of
+  # the time budget (with early and stall exit it had not saturated within a third of it)
   $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width "$width" \
-    --max-solutions "$answers" $seeded --rate-start "${RATE_START:-1.0}" --rate-factor 1.5 --max-points 10 \
-    --duration "${DURATION:-20}" --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s 570 \
+    --max-solutions "$answers" $seeded --modes request,serial,continuous --rate-start "${RATE_START:-1.0}" \
+    --rate-factor 1.5 --max-points 12 --duration "${DURATION:-20}" --slo-ms "${SLO_MS:-10000}" --timeout-s 60 \
+    --budget-s "${SWEEP_BUDGET_S:-720}" \
     --out "$OUT/sweep-nqueens8-w$width-s$answers$suffix"
 done
 fi
