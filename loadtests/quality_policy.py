@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from loadtests.quality_trace import NOT_VALID, Trace
+from service.settings import Settings
 
 POLICIES = ("final", "verified", "verified+halt", "verified+stall")
 EARLY_EXIT_POLICIES = ("verified", "verified+stall")  # the ones compared with "final" at equal coverage
@@ -40,7 +41,9 @@ def _first(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, idx, torch.full_like(idx, s)).min(dim=1).values
 
 
-STALL_PATIENCE, STALL_MIN_STEPS = 1, 3  # the service's defaults (GRAM_STALL_PATIENCE, GRAM_STALL_MIN_STEPS)
+# the service's defaults (GRAM_STALL_PATIENCE, GRAM_STALL_MIN_STEPS)
+STALL_PATIENCE: int = Settings.model_fields["stall_patience"].default
+STALL_MIN_STEPS: int = Settings.model_fields["stall_min_steps"].default
 
 
 def _first_stall(unchanged: torch.Tensor, patience: int, min_steps: int) -> torch.Tensor:

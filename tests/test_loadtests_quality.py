@@ -152,3 +152,36 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
     assert tr.unchanged.tolist() == [
         [False, False, True, True] if t % 2 == 0 else [False, True, True, True] for t in range(5)
     ]
+
+
+@pytest.mark.parametrize(("patience", "min_steps"), [(1, 1), (1, 3), (2, 1), (2, 4)])
+def test_the_offline_stall_policy_is_the_schedulers_rule(patience: int, min_steps: int) -> None:
+    """The quality study must measure what the continuous engine does: replay random traces through the
+    real scheduler and compare the solutions kept and the steps spent."""
+    from service.jobs import Job
+    from service.scheduler import RowOutcome, Scheduler
+
+    gen = torch.Generator().manual_seed(patience * 10 + min_steps)
+    width, steps = 12, 6
+    ids = torch.where(torch.rand(width, steps, generator=gen) < 0.15,
+                      torch.randint(0, 3, (width, steps), generator=gen), torch.full((width, steps), V))
+    same = torch.rand(width, steps, generator=gen) < 0.5
+    same[:, 0] = False
+    tr = Trace(ids, torch.zeros_like(same), same, 3, 0.0)
+    found, spent = run_policy(tr, width, steps, "verified+stall", patience, min_steps)
+
+    sched = Scheduler(slots=5, stall_min_steps=min_steps)
+    sched.add(Job(id="j", model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=99,
+                  max_steps=steps, stall_patience=patience, seeded=True), 0.0)
+    while sched.has_work():
+        plan = sched.schedule(0.0)
+        outs = []
+        for r in plan.rows:
+            sid = int(ids[r.traj, r.step])
+            outs.append(RowOutcome(valid=sid != V, unchanged=bool(same[r.traj, r.step]),
+                                   key=str(sid).encode() if sid != V else None, payload=sid))
+        sched.update(plan, outs, 0.0)
+    (done,) = sched.pop_finished()
+    assert done.steps == spent
+    assert {s.key for s in done.solutions} == {str(v).encode() for v in found.tolist() if v != V}
+    assert sum(s.count for s in done.solutions) == int((found != V).sum())
