@@ -102,6 +102,7 @@ class Engine:
         self.scheduler = Scheduler(
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
             admission=settings.admission, stall_min_steps=settings.stall_min_steps,
+            use_halting=settings.use_halting,
         )
         self.ready = False
         self._lock = threading.Condition()

@@ -118,6 +118,15 @@ def test_halting_retires_trajectories_in_continuous_mode(make_engine) -> None:
     assert result.steps == sum(1 if t % 3 == 2 else min(a, 8) for t, a in at.items())
 
 
+def test_the_halting_head_can_be_ignored_by_setting(make_engine) -> None:
+    engine = make_engine(slots=8, use_halting=False)
+    result = engine.submit(toy_job(seed=9, width=9, k=2, spread=9, halt=2)).result(timeout=10)
+    at = {t: expected_toy_outcome(9, t, 2, 9)[1] for t in range(9)}
+    # as if no trajectory halted: every one runs to its solve step (all within max_steps 8 or 9)
+    assert sum(s.count for s in result.solutions) == sum(1 for a in at.values() if a <= 8)
+    assert result.steps == sum(min(a, 8) for a in at.values())
+
+
 def test_stall_exit_retires_trajectories_whose_wrong_candidate_does_not_change(make_engine) -> None:
     # the defaults (patience 1, min steps 3); the toy shows the same all-PAD candidate until it solves
     engine = make_engine(slots=8, stall_patience=1, stall_min_steps=3)
