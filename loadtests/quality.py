@@ -80,7 +80,8 @@ def trace_model(
 
 
 def quality_rows(
-    label: str, traces: list[Trace], width: int, steps: int, stall: tuple[int, int] = (1, 3)
+    label: str, traces: list[Trace], width: int, steps: int,
+    stall: tuple[int, int] = (STALL_PATIENCE, STALL_MIN_STEPS),
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for policy in POLICIES:
@@ -212,7 +213,7 @@ def main(
         int, typer.Option(help="the verified+stall policy's patience (the service's GRAM_STALL_PATIENCE)")
     ] = STALL_PATIENCE,
     stall_min_steps: Annotated[
-        int, typer.Option(help="... and its GRAM_STALL_MIN_STEPS")
+        int, typer.Option(help="the verified+stall policy's min steps (the service's GRAM_STALL_MIN_STEPS)")
     ] = STALL_MIN_STEPS,
     replot: Annotated[bool, typer.Option(help="only redraw the plots from OUT/quality.csv")] = False,
     save_traces: Annotated[

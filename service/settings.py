@@ -52,12 +52,12 @@ class Settings(BaseSettings):
         description="continuous mode: retire a trajectory whose invalid answer stayed the same this many "
                     "steps in a row (stall exit; 0: off), for requests that do not say",
     )
+    stall_min_steps: int = Field(
+        3, ge=1, le=1024, description="stall exit retires no trajectory that has run fewer steps than this"
+    )
     use_halting: bool = Field(
         True, description="continuous mode: retire a trajectory when the model's halting head says stop "
                           "(q_halt > 0); false ignores it (e.g. a head that fires early on wrong answers)",
-    )
-    stall_min_steps: int = Field(
-        3, ge=1, le=1024, description="stall exit retires no trajectory that has run fewer steps than this"
     )
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
     models: str = Field("", description="comma-separated checkpoint names to load; empty: all in weights_dir")
