@@ -36,6 +36,10 @@ if part overhead; then
 echo "== service overhead at light load"
 $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
   --out "$OUT/overhead"
+# The same, back to back: a request right after the previous answer finds the CPU caches warm (after the
+# 200 ms idle gap above every piece of the path, the engine's steps included, runs ~3x slower).
+$PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
+  --pause-ms 0 --out "$OUT/overhead-back-to-back"
 fi
 
 # Sweeps, each WIDTH:MAX_SOLUTIONS[:unseeded]: the mixed traffic a solver sees (widths 1/4/16/64, answers

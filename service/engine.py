@@ -170,6 +170,16 @@ class Engine:
         rate = (len(times) - 1) / (times[-1] - times[0])
         return float(min(60, max(1, math.ceil(len(self._pending) / rate / 4))))
 
+    def answer_settings(self) -> dict[str, Any]:
+        """The server settings a seeded answer depends on besides the job and the weights: the batching
+        mode (continuous answers with a prefix of trajectories, request/serial with all of them), the
+        exit rules and the default max_steps. Part of the Redis result-cache key, so deployments that
+        differ in them never serve each other's cached answers."""
+        return {
+            "batching": self.mode.value, "n_sup": self.n_sup, "stall_patience": self.stall_patience,
+            "stall_min_steps": self.scheduler.stall_min_steps, "use_halting": self.scheduler.use_halting,
+        }
+
     def warmup(self) -> None:
         """One supervision step on a blank input, so /readyz means 'the first request will not pay
         for lazy initialisation'."""

@@ -269,7 +269,11 @@ class RedisJobQueue:
                              f"{by_task}")
         else:
             job = replace(job, model=by_task[0])
-        return job, str(served[job.model].get("version", ""))
+        info = served[job.model]
+        # The cache key's model version: the weights' digest and the worker's answer-affecting settings
+        # (a job's max_steps / stall_patience left unset take that worker's defaults).
+        settings = json.dumps(info.get("answer_settings", {}), sort_keys=True, separators=(",", ":"))
+        return job, f"{info.get('version', '')}|{settings}"
 
     async def _wait(self, job: Job) -> Result:
         if job.deadline is not None:

@@ -161,7 +161,8 @@ class Worker:
             card = self.runtime.cards.get(name, {})
             models[name] = {
                 "task": engine.task.name, "n_sup": engine.n_sup, "slots": engine.slots,
-                "batching": str(engine.mode), "version": self.versions.get(name, ""), **card,
+                "batching": str(engine.mode), "version": self.versions.get(name, ""),
+                "answer_settings": engine.answer_settings(), **card,
             }
         info = {"consumer": self.consumer, "host": socket.gethostname(), "pid": os.getpid(), "models": models}
         ttl_ms = int(max(3 * self._heartbeat_s, 1.0) * 1000)

@@ -313,3 +313,30 @@ def test_jobs_are_routed_by_task_or_to_the_named_model(url: str) -> None:
         return landed
 
     assert asyncio.run(scenario()) == ["toy-a", "toy-b"]
+
+
+def test_the_cache_key_changes_with_the_serving_workers_answer_settings(url: str) -> None:
+    """A seeded job that leaves stall_patience / max_steps unset takes the worker's defaults, so two
+    deployments that differ in them (or in batching mode) must not share cached answers."""
+
+    async def version_served_by(settings: Settings) -> str:
+        runtime = Runtime.from_models(settings, {"toy": (FakeModel(n_sup=8), TASK)})
+        worker = Worker(runtime, RedisSettings(queue_url=url))
+        await worker._register()
+        queue = make_queue(url)
+        _, version = await queue._route(toy_job(seed=1))
+        await queue.close()
+        runtime.stop()
+        redis.Redis.from_url(url).delete(*redis.Redis.from_url(url).keys("gram:worker:*"))
+        return version
+
+    def version(**settings: Any) -> str:
+        return asyncio.run(version_served_by(Settings(slots=4, queue_url=url, **settings)))
+
+    default = version()
+    assert version() == default  # the same deployment: the same key, so its cache hits
+    for differs in ({"stall_patience": 0}, {"stall_min_steps": 5}, {"use_halting": False},
+                    {"batching": "request"}):
+        assert version(**differs) != default, differs
+    job = toy_job(seed=1)
+    assert cache_key(job, version()) != cache_key(job, version(stall_patience=0))
