@@ -109,9 +109,12 @@ def _select(rows: list[dict[str, object]], **match: object) -> list[dict[str, ob
 
 def plot_quality(rows: list[dict[str, object]], width: int, steps: int, out: Path, title: str) -> None:
     models = sorted({str(r["model"]) for r in rows})
-    styles = {"final": "--", "verified": "-", "verified+halt": ":", "verified+stall": "-."}
+    # line styles pair with the automatic colours; two policies may share one
+    styles = {"final": "--", "verified": "-", "verified+halt": ":", "verified+stall": "-.",
+              "verified+halt+stall": ":"}
     exit_label = {
-        "final": "early exit off", "verified": "verified exit", "verified+stall": "verified + stall exit"
+        "final": "early exit off", "verified": "verified exit", "verified+stall": "verified + stall exit",
+        "verified+halt+stall": "verified + halt + stall (engine default)",
     }
     # 1. against width, at full steps
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -261,6 +264,10 @@ def main(
         "stall_min_steps": stall_min_steps,
         "stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
             traces["gram"], width, s, "verified+stall", *stall
+        ),
+        # the engine's defaults: verified, halting head and stall exit
+        "halt_stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
+            traces["gram"], width, s, "verified+halt+stall", *stall
         ),
         # what each (patience, min steps) would give at full width and steps: coverage kept vs steps spent
         "stall_sweep": {

@@ -6,10 +6,12 @@ and how many supervision steps they would have spent.
 - ``verified`` (verified early exit ON; continuous mode): a trajectory retires at the first step whose
   candidate the exact verifier accepts. Cost: that step, or s if it never becomes valid.
 - ``verified+halt``: as ``verified``, and a trajectory also retires when the halting head says stop.
-- ``verified+stall`` (the service's default in continuous mode): as ``verified``, and a trajectory whose
+- ``verified+stall``: as ``verified``, and a trajectory whose
   candidate is invalid and was the same after its last ``stall_patience`` steps (default 1) retires
   there, once it has run ``stall_min_steps`` steps (default 3) (stall exit): a trajectory stuck on a
   wrong answer rarely leaves it, so its remaining steps buy little.
+- ``verified+halt+stall``: both exits; what the continuous engine does with its defaults
+  (``GRAM_USE_HALTING`` on). ``verified+stall`` is the engine with ``GRAM_USE_HALTING=false``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import torch
 from loadtests.quality_trace import NOT_VALID, Trace
 from service.settings import Settings
 
-POLICIES = ("final", "verified", "verified+halt", "verified+stall")
-EARLY_EXIT_POLICIES = ("verified", "verified+stall")  # the ones compared with "final" at equal coverage
+POLICIES = ("final", "verified", "verified+halt", "verified+stall", "verified+halt+stall")
+# the ones compared with "final" at equal coverage
+EARLY_EXIT_POLICIES = ("verified", "verified+stall", "verified+halt+stall")
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,12 @@ def run_policy(
         raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
     first_valid = _first(ids != NOT_VALID)
     stop = first_valid
-    if policy == "verified+halt":
+    if "halt" in policy:
         # Verification runs before the halting decision in the same step, so a valid step still counts.
-        stop = torch.minimum(first_valid, _first(trace.halted[:k, :s]))
-    elif policy == "verified+stall":
+        stop = torch.minimum(stop, _first(trace.halted[:k, :s]))
+    if "stall" in policy:
         # Likewise: a stalled candidate is verified first; only an invalid one retires as stalled.
-        stalled = _first_stall(trace.unchanged[:k, :s], stall_patience, stall_min_steps)
-        stop = torch.minimum(first_valid, stalled)
+        stop = torch.minimum(stop, _first_stall(trace.unchanged[:k, :s], stall_patience, stall_min_steps))
     found = torch.where(
         first_valid == stop,
         ids.gather(1, stop.clamp(max=s - 1).unsqueeze(1)).squeeze(1),

@@ -99,7 +99,9 @@ def quality(folder: Annotated[Path, typer.Argument()]) -> None:
     print()
     print(_table(["model", "policy", "accuracy", "solved", "coverage", "steps/puzzle"], body))
     print()
-    exits = [s[k] for k in ("early_exit_at_equal_coverage", "stall_exit_at_equal_coverage") if k in s]
+    keys = ("early_exit_at_equal_coverage", "stall_exit_at_equal_coverage",
+            "halt_stall_exit_at_equal_coverage")
+    exits = [s[k] for k in keys if k in s]
     header = ["early exit figure"] + [str(e.get("policy", "verified")) for e in exits]
     figures = [k for k in exits[0] if k != "policy"]
     print(_table(header, [[k] + [_f(e[k], 3) for e in exits] for k in figures]))

@@ -154,8 +154,11 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
     ]
 
 
+@pytest.mark.parametrize("halting", [False, True])
 @pytest.mark.parametrize(("patience", "min_steps"), [(1, 1), (1, 3), (2, 1), (2, 4)])
-def test_the_offline_stall_policy_is_the_schedulers_rule(patience: int, min_steps: int) -> None:
+def test_the_offline_stall_policy_is_the_schedulers_rule(
+    patience: int, min_steps: int, halting: bool
+) -> None:
     """The quality study must measure what the continuous engine does: replay random traces through the
     real scheduler and compare the solutions kept and the steps spent."""
     from service.jobs import Job
@@ -167,10 +170,12 @@ def test_the_offline_stall_policy_is_the_schedulers_rule(patience: int, min_step
                       torch.randint(0, 3, (width, steps), generator=gen), torch.full((width, steps), V))
     same = torch.rand(width, steps, generator=gen) < 0.5
     same[:, 0] = False
-    tr = Trace(ids, torch.zeros_like(same), same, 3, 0.0)
-    found, spent = run_policy(tr, width, steps, "verified+stall", patience, min_steps)
+    halted = (torch.rand(width, steps, generator=gen) < 0.1) & halting
+    tr = Trace(ids, halted, same, 3, 0.0)
+    policy = "verified+halt+stall" if halting else "verified+stall"
+    found, spent = run_policy(tr, width, steps, policy, patience, min_steps)
 
-    sched = Scheduler(slots=5, stall_min_steps=min_steps)
+    sched = Scheduler(slots=5, stall_min_steps=min_steps, use_halting=halting)
     sched.add(Job(id="j", model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=99,
                   max_steps=steps, stall_patience=patience, seeded=True), 0.0)
     while sched.has_work():
@@ -178,10 +183,23 @@ def test_the_offline_stall_policy_is_the_schedulers_rule(patience: int, min_step
         outs = []
         for r in plan.rows:
             sid = int(ids[r.traj, r.step])
-            outs.append(RowOutcome(valid=sid != V, unchanged=bool(same[r.traj, r.step]),
+            outs.append(RowOutcome(valid=sid != V, halted=bool(halted[r.traj, r.step]),
+                                   unchanged=bool(same[r.traj, r.step]),
                                    key=str(sid).encode() if sid != V else None, payload=sid))
         sched.update(plan, outs, 0.0)
     (done,) = sched.pop_finished()
     assert done.steps == spent
     assert {s.key for s in done.solutions} == {str(v).encode() for v in found.tolist() if v != V}
     assert sum(s.count for s in done.solutions) == int((found != V).sum())
+
+
+def test_the_engine_default_policy_takes_the_earliest_of_verify_halt_and_stall() -> None:
+    # one trajectory per rule: valid at step 2; halted (invalid) at step 1; stalled from step 1 on
+    ids = torch.tensor([[V, V, 0, 0], [V, V, V, V], [V, V, V, V]])
+    halted = torch.tensor([[False] * 4, [False, True, False, False], [False] * 4])
+    unchanged = torch.tensor([[False] * 4, [False] * 4, [False, True, True, True]])
+    tr = Trace(ids, halted, unchanged, 1, 0.0)
+    found, spent = run_policy(tr, 3, 4, "verified+halt+stall", stall_patience=1, stall_min_steps=1)
+    assert found.tolist() == [0, V, V] and spent == 3 + 2 + 2
+    # without the halting head the second trajectory runs on to max_steps
+    assert run_policy(tr, 3, 4, "verified+stall", stall_patience=1, stall_min_steps=1)[1] == 3 + 4 + 2
