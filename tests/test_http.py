@@ -177,8 +177,7 @@ def test_sudoku_grid_input_is_answered_as_a_grid(url: str) -> None:
 
 def test_nqueens_solutions_are_distinct_valid_boards(url: str) -> None:
     task = get_task("nqueens")
-    # One given queen, as in training (1-3): on an empty board the retrained checkpoint's halting head
-    # stops most trajectories at their first step with a wrong board (noted in BENCHMARKS.md).
+    # One given queen, as in training (1-3); the checkpoints were never trained on empty boards.
     body = {"task": "nqueens", "n": 6, "queens": [[0, 2]], "seed": 1, "num_trajectories": 32,
             "max_solutions": 4}
     response = post(url, "/solve", body).json()
