@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 40 minutes on the 2-core CPU machine).
+# Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 45 minutes on the 2-core CPU machine).
 #   loadtests/run_benchmarks.sh [WEIGHTS_DIR] [OUT]
 # WEIGHTS_DIR must hold nqueens.safetensors and nqueens_baseline.safetensors (default: model/weights).
 # PARTS picks what runs (default all): scaling quality overhead sweeps.
@@ -40,6 +40,9 @@ $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 
 # 200 ms idle gap above every piece of the path, the engine's steps included, runs ~3x slower).
 $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
   --pause-ms 0 --out "$OUT/overhead-back-to-back"
+# The engine's own share, in process (no HTTP), back to back and after the same idle gap.
+$PY -m loadtests.engine_overhead --checkpoint "$WEIGHTS/nqueens.safetensors" --threads "$THREADS" \
+  --slots "$SLOTS" --gaps-ms 0,200
 fi
 
 # Load grid: 2 req/s x 1.3^k. The ratios at equal p99 compare the highest load point each mode sustains,

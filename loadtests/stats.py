@@ -62,7 +62,10 @@ class LoadPointSummary:
     rate_error: float  # fraction answered with any other non-2xx, or not answered at all
     rate_incomplete: float  # fraction of 200s with complete=false (deadline hit, partial result)
     solutions_per_ok: float  # mean distinct solutions per successful /solve
-    traj_steps_per_ok: float  # mean supervision steps the service ran per /solve (all its trajectories)
+    # mean supervision steps per /solve of the trajectories its answer is made of (the response's `steps`);
+    # continuous mode also runs trajectories past a job's answer (beyond a seeded job's reproducible
+    # prefix, or still running when first-found completes it) that are not counted here
+    traj_steps_per_ok: float
     max_send_lag_s: float  # how far the generator fell behind its own schedule
     makespan_s: float
     mean_batch_occupancy: float = float("nan")  # from the service's /metrics histogram, this point only
