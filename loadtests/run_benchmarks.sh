@@ -37,7 +37,7 @@ echo "== service overhead at light load"
 $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
   --out "$OUT/overhead"
 # The same, back to back: a request right after the previous answer finds the CPU caches warm (after the
-# 200 ms idle gap above every piece of the path, the engine's steps included, runs ~3x slower).
+# 200 ms idle gap above, the HTTP path and the engine's steps both run slower).
 $PY -m loadtests.overhead --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --widths 1,16,64 --requests 10 \
   --pause-ms 0 --out "$OUT/overhead-back-to-back"
 # The engine's own share, in process (no HTTP), back to back and after the same idle gap.
@@ -61,8 +61,8 @@ for sweep in ${SWEEPS:-mixed:mixed 16:1:unseeded}; do
   # the time budget (with early and stall exit it had not saturated within a third of it)
   $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width "$width" \
     --max-solutions "$answers" $seeded --modes request,serial,continuous --rate-start "${RATE_START:-2.0}" \
-    --rate-factor "${RATE_FACTOR:-1.3}" --max-points "${MAX_POINTS:-14}" --duration "${DURATION:-20}" --slo-ms "${SLO_MS:-10000}" --timeout-s 60 \
-    --budget-s "${SWEEP_BUDGET_S:-720}" \
+    --rate-factor "${RATE_FACTOR:-1.3}" --max-points "${MAX_POINTS:-14}" --duration "${DURATION:-20}" \
+    --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s "${SWEEP_BUDGET_S:-720}" \
     --out "$OUT/sweep-nqueens8-w$width-s$answers$suffix"
 done
 fi

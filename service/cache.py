@@ -3,7 +3,7 @@
 A seeded job's answer is a function of its inputs alone (the noise of trajectory i at step n depends only
 on (seed, i, n), see model/gram.py), so a repeated request with the same canonical input tokens, instance
 metadata (it decides the output format), parameters, seed and model version (the weights' digest
-and the serving worker's answer settings: batching mode, exit rules, default max_steps) is answered
+and the serving worker's answer settings: batching mode, exit rules, default max_steps, numerics) is answered
 from Redis.
 Only complete answers are cached: a partial one depends on timing. Entries expire after ``ttl_s``.
 """

@@ -173,11 +173,13 @@ class Engine:
     def answer_settings(self) -> dict[str, Any]:
         """The server settings a seeded answer depends on besides the job and the weights: the batching
         mode (continuous answers with a prefix of trajectories, request/serial with all of them), the
-        exit rules and the default max_steps. Part of the Redis result-cache key, so deployments that
-        differ in them never serve each other's cached answers."""
+        exit rules, the default max_steps and the step's numerics (fp32 and bf16 sample different
+        boards). Part of the Redis result-cache key, so deployments that differ in them never serve each
+        other's cached answers."""
         return {
             "batching": self.mode.value, "n_sup": self.n_sup, "stall_patience": self.stall_patience,
             "stall_min_steps": self.scheduler.stall_min_steps, "use_halting": self.scheduler.use_halting,
+            "step_path": self.step_path,
         }
 
     def warmup(self) -> None:
