@@ -111,7 +111,7 @@ def steps_saved_at_equal_coverage(
     traces: Sequence[Trace], k: int, s_max: int, policy: str = "verified",
     stall_patience: int = STALL_PATIENCE, stall_min_steps: int = STALL_MIN_STEPS,
 ) -> dict[str, float | str]:
-    """Supervision steps that an early-exit policy (verified exit, or verified + stall exit) saves against
+    """Supervision steps that an early-exit policy (one of ``EARLY_EXIT_POLICIES``) saves against
     running every trajectory to max_steps (``final``), at width k, over max_steps 1..s_max.
 
     Equal coverage: the target is the highest coverage both policies reach for some max_steps <= s_max;

@@ -44,9 +44,11 @@ class Settings(BaseSettings):
     )
     max_timeout_ms: float = Field(600_000.0, gt=0, description="cap on a request's timeout_ms")
     max_steps_cap: int = Field(256, ge=1, description="cap on a request's max_steps")
-    # Patience 1 from the third step on: on N-Queens 8x8 (two sets of 32 puzzles x 256 trajectories)
-    # patience 1 from the start lost a puzzle's only solution in each set; waiting until a trajectory
-    # has run 3 steps kept every solution and still spent fewer steps than patience 2 (BENCHMARKS.md).
+    # Patience 1 from the third step on: on N-Queens 8x8 (two sets of 32 puzzles x 256 trajectories,
+    # 10791-step checkpoint) patience 1 from the start lost a puzzle's only solution in each set; waiting
+    # until a trajectory has run 3 steps kept every solution and spent fewer steps than patience 2. On the
+    # 22081-step checkpoint it gives up one completion of one puzzle that patience 2 keeps, for a third
+    # fewer steps than verified exit alone (BENCHMARKS.md, "Stall exit").
     stall_patience: int = Field(
         1, ge=0, le=1024,
         description="continuous mode: retire a trajectory whose invalid answer stayed the same this many "
