@@ -59,6 +59,12 @@ REJECTED = Counter("gram_rejected_total", "Requests refused before reaching an e
 JOBS = Counter("gram_jobs_total", "Finished jobs", ["task", "outcome"])
 CACHE_HITS = Counter("gram_cache_hits_total", "Result-cache hits", ["task"])
 CACHE_REQUESTS = Counter("gram_cache_requests_total", "Result-cache lookups", ["task"])
+CACHE_BYPASSED = Counter(
+    "gram_cache_bypassed_total",
+    "Seeded jobs that skipped the result cache: the live workers serving their model disagree on its weights "
+    "or answer settings, so no one key names the answer",
+    ["model"],
+)
 WORKERS = Gauge("gram_workers", "Engine workers serving")
 
 JOB_OUTCOMES = ("complete", "partial", "aborted", "error")

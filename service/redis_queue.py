@@ -217,7 +217,9 @@ class RedisJobQueue:
         (``job.seeded``) use the result cache: a drawn seed would never repeat."""
         self._start_monitor()
         job, version = await self._route(job)
-        cacheable = job.seeded
+        cacheable = job.seeded and version is not None
+        if job.seeded and version is None:
+            metrics.CACHE_BYPASSED.labels(model=job.model).inc()
         if cacheable:
             cached = await self._guard(self.cache.get(job, version))
             if cached is not None:
@@ -233,10 +235,7 @@ class RedisJobQueue:
             await asyncio.shield(self._withdraw(job, entry))
             raise
         if cacheable and result.outcome == Outcome.complete:
-            try:
-                await self.cache.put(job, result, version)
-            except RedisError as err:  # the answer is good; only the cache entry is lost
-                log.warning("result cache write for job %s failed: %s", job.id, err)
+            await self._remember(job, result, version)
         return result
 
     def ready(self) -> bool:
@@ -251,8 +250,12 @@ class RedisJobQueue:
         await self.blocking.aclose()
 
     # -- internals ------------------------------------------------------------------------------------------
-    async def _route(self, job: Job) -> tuple[Job, str]:
+    async def _route(self, job: Job) -> tuple[Job, str | None]:
         """The job addressed to a served model, and that model's version (for the cache key).
+
+        The version is None when the live workers serving the model disagree on it (a rolling update, or
+        replicas started with different settings): any of them may answer, so no one key names the
+        answer, and the job bypasses the result cache.
 
         The API holds no engines in Redis mode, so a job names either the model the client asked for or,
         by default, its task (then the first model serving the task, by name, takes it)."""
@@ -269,11 +272,22 @@ class RedisJobQueue:
                              f"{by_task}")
         else:
             job = replace(job, model=by_task[0])
-        info = served[job.model]
-        # The cache key's model version: the weights' digest and the worker's answer-affecting settings
-        # (a job's max_steps / stall_patience left unset take that worker's defaults).
-        settings = json.dumps(info.get("answer_settings", {}), sort_keys=True, separators=(",", ":"))
-        return job, f"{info.get('version', '')}|{settings}"
+        return job, await self._served_version(job.model)
+
+    async def _remember(self, job: Job, result: Result, version: str) -> None:
+        """Cache a complete seeded answer. A worker with other settings may have joined while the job ran
+        and answered it, so only when the workers still agree on the version the job was routed under."""
+        try:
+            if await self._served_version(job.model) == version:
+                await self.cache.put(job, result, version)
+        except (RedisError, QueueUnavailable) as err:  # the answer is good; only the cache entry is lost
+            log.warning("result cache write for job %s failed: %s", job.id, err)
+
+    async def _served_version(self, model: str) -> str | None:
+        """The one cache version all live workers serving ``model`` register, or None when they differ."""
+        versions = {_cache_version(w["models"][model]) for w in await self._guard(self.live_workers())
+                    if model in w.get("models", {})}
+        return versions.pop() if len(versions) == 1 else None
 
     async def _wait(self, job: Job) -> Result:
         if job.deadline is not None:
@@ -371,6 +385,13 @@ class RedisJobQueue:
     async def depth(self, model: str) -> int:
         """Jobs waiting or running for ``model`` (workers delete finished entries)."""
         return int(await self._guard(self.redis.xlen(stream_key(model))))
+
+
+def _cache_version(info: dict[str, Any]) -> str:
+    """A model registration's part of the result-cache key: the weights' digest and the worker's
+    answer-affecting settings (a job's max_steps / stall_patience left unset take that worker's defaults)."""
+    settings = json.dumps(info.get("answer_settings", {}), sort_keys=True, separators=(",", ":"))
+    return f"{info.get('version', '')}|{settings}"
 
 
 def create_queue(settings: Settings) -> RedisJobQueue | None:

@@ -340,3 +340,31 @@ def test_the_cache_key_changes_with_the_serving_workers_answer_settings(url: str
         assert version(**differs) != default, differs
     job = toy_job(seed=1)
     assert cache_key(job, version()) != cache_key(job, version(stall_patience=0))
+
+
+def test_seeded_jobs_bypass_the_cache_while_the_workers_of_a_model_disagree_on_its_settings(url: str) -> None:
+    """Two replicas of one model with different settings (a rolling update): either may answer, so no one
+    cache key names the answer; the cache is neither read nor written until they agree again."""
+    worker, queue = make_worker(url), make_queue(url)
+    client = redis.Redis.from_url(url)
+    job = toy_job(seed=5, seeded=True)
+
+    async def fresh(job: Job) -> Any:
+        await asyncio.sleep(1.1)  # the queue re-reads the worker registrations at most once a second
+        return await queue.submit(job)
+
+    async def scenario() -> list[bool]:
+        await until(lambda: client.exists(f"gram:worker:{worker.consumer}"))
+        mine = json.loads(client.get(f"gram:worker:{worker.consumer}"))["models"]["toy"]
+        cached = [(await queue.submit(job)).cached, (await queue.submit(job)).cached]  # agreeing: cached
+        other = {**mine, "answer_settings": {**mine["answer_settings"], "stall_patience": 0}}
+        client.set("gram:worker:replica", json.dumps({"models": {"toy": other}}))
+        # disagreeing: the cache is neither read (job) nor written (a new job, twice)
+        new = toy_job(seed=6, seeded=True)
+        cached.append((await fresh(job)).cached)
+        cached += [(await queue.submit(new)).cached, (await queue.submit(new)).cached]
+        client.delete("gram:worker:replica")
+        cached += [(await fresh(job)).cached]  # agreeing again: the old entry serves
+        return cached
+
+    assert asyncio.run(serving(worker, scenario())) == [False, True, False, False, False, True]
