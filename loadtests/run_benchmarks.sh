@@ -2,7 +2,8 @@
 # Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 45 minutes on the 2-core CPU machine).
 #   loadtests/run_benchmarks.sh [WEIGHTS_DIR] [OUT]
 # WEIGHTS_DIR must hold nqueens.safetensors and nqueens_baseline.safetensors (default: model/weights).
-# PARTS picks what runs (default all): scaling quality overhead sweeps.
+# PARTS picks what runs (default all): scaling quality overhead sweeps. SWEEPS and MODES pick the sweeps
+# and their batching modes (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEIGHTS=${1:-model/weights}
@@ -29,7 +30,11 @@ if part quality; then
 echo "== quality per compute (GRAM vs deterministic baseline, early exit on/off)"
 $PY -m loadtests.quality --checkpoint "$WEIGHTS/nqueens.safetensors" \
   --baseline "$WEIGHTS/nqueens_baseline.safetensors" --puzzles "${QUALITY_PUZZLES:-8}" --width 256 \
-  --threads "$THREADS" --chunk 16 --out "$OUT/quality-nqueens8"
+  --threads "$THREADS" --chunk 16 --save-traces --out "$OUT/quality-nqueens8"
+echo "== quality check set: other puzzles (seed 1000), drawn after the exit rules were chosen"
+$PY -m loadtests.quality --checkpoint "$WEIGHTS/nqueens.safetensors" --baseline '' \
+  --puzzles "${QUALITY_PUZZLES:-8}" --width 256 --threads "$THREADS" --chunk 16 --seed 1000 --save-traces \
+  --out "$OUT/quality-nqueens8-seed1000"
 fi
 
 if part overhead; then
@@ -60,7 +65,7 @@ for sweep in ${SWEEPS:-mixed:mixed 16:1:unseeded}; do
   # continuous last: it saturates at the highest load, and the last mode gets what the others left of
   # the time budget (with early and stall exit it had not saturated within a third of it)
   $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width "$width" \
-    --max-solutions "$answers" $seeded --modes request,serial,continuous --rate-start "${RATE_START:-2.0}" \
+    --max-solutions "$answers" $seeded --modes "${MODES:-request,serial,continuous}" --rate-start "${RATE_START:-2.0}" \
     --rate-factor "${RATE_FACTOR:-1.3}" --max-points "${MAX_POINTS:-14}" --duration "${DURATION:-20}" \
     --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s "${SWEEP_BUDGET_S:-720}" \
     --out "$OUT/sweep-nqueens8-w$width-s$answers$suffix"
