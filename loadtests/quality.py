@@ -35,6 +35,7 @@ from loadtests.quality_policy import (  # noqa: E402
     STALL_MIN_STEPS,
     STALL_PATIENCE,
     evaluate,
+    first_found_work,
     steps_saved_at_equal_coverage,
 )
 from loadtests.quality_trace import Trace, trace_puzzle  # noqa: E402
@@ -269,6 +270,13 @@ def main(
         "halt_stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
             traces["gram"], width, s, "verified+halt+stall", *stall
         ),
+        # trajectory-steps an unseeded one-answer job of width k costs the continuous engine (defaults),
+        # against k * max_steps for request-level batching: the work ratio bounds the throughput ratio
+        "first_found_work": {
+            f"w{k}": {"steps": round(w, 2), "request_steps": k * s, "work_ratio": round(k * s / w, 3)}
+            for k in (1, 4, 16, 64) if k <= width
+            for w in [first_found_work(traces["gram"], k, s, "verified+halt+stall", *stall)]
+        },
         # what each (patience, min steps) would give at full width and steps: coverage kept vs steps spent
         "stall_sweep": {
             f"p{p}/m{m}": evaluate(traces["gram"], width, s, "verified+stall", p, m).__dict__

@@ -70,24 +70,55 @@ def run_policy(
     ids = trace.solution_id[:k, :s]
     if policy == "final":
         return ids[:, s - 1], float(k * s)
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; choose one of {POLICIES}")
+    found, stop = _retire(trace, slice(0, k), s, policy, stall_patience, stall_min_steps)
+    return found, float((stop + 1).sum().item())
+
+
+def _retire(
+    trace: Trace, rows: slice, s: int, policy: str, stall_patience: int, stall_min_steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per trajectory in ``rows`` under an early-exit policy: (solution id it retires with, NOT_VALID if
+    none; index of the step it retires after, at most s - 1)."""
+    if policy not in POLICIES or policy == "final":
+        raise ValueError(f"unknown early-exit policy {policy!r}; choose one of {EARLY_EXIT_POLICIES}")
+    ids = trace.solution_id[rows, :s]
+    k = ids.shape[0]
     first_valid = _first(ids != NOT_VALID)
     stop = first_valid
     if "halt" in policy:
         # Verification runs before the halting decision in the same step, so a valid step still counts.
-        stop = torch.minimum(stop, _first(trace.halted[:k, :s]))
+        stop = torch.minimum(stop, _first(trace.halted[rows, :s]))
     if "stall" in policy:
         # Likewise: a stalled candidate is verified first; only an invalid one retires as stalled.
-        stop = torch.minimum(stop, _first_stall(trace.unchanged[:k, :s], stall_patience, stall_min_steps))
+        stop = torch.minimum(stop, _first_stall(trace.unchanged[rows, :s], stall_patience, stall_min_steps))
     found = torch.where(
         first_valid == stop,
         ids.gather(1, stop.clamp(max=s - 1).unsqueeze(1)).squeeze(1),
         torch.full((k,), NOT_VALID, dtype=torch.int64),
     )
     found = torch.where(stop < s, found, torch.full_like(found, NOT_VALID))
-    spent = (stop.clamp(max=s - 1) + 1).sum().item()
-    return found, float(spent)
+    return found, stop.clamp(max=s - 1)
+
+
+def first_found_work(
+    traces: Sequence[Trace], k: int, s: int, policy: str = "verified+halt+stall",
+    stall_patience: int = STALL_PATIENCE, stall_min_steps: int = STALL_MIN_STEPS,
+) -> float:
+    """Mean trajectory-steps a width-k job wanting any one answer (unseeded) costs the continuous engine
+    when its k trajectories are admitted together: every trajectory runs until it retires or until the
+    step at which the first one retires valid, where the job ends and the rest are dropped. Averaged over
+    each trace's disjoint groups of k trajectories. ``k * s`` over this bounds what continuous batching
+    can gain on request-level batching (which runs all k to s) where a step's cost grows with its rows."""
+    if not (1 <= k <= min(t.width for t in traces) and 1 <= s <= min(t.steps for t in traces)):
+        raise ValueError(f"k={k}, s={s} outside the traces")
+    costs = []
+    for trace in traces:
+        for lo in range(0, trace.width - k + 1, k):
+            found, stop = _retire(trace, slice(lo, lo + k), s, policy, stall_patience, stall_min_steps)
+            solved = found != NOT_VALID
+            end = int(stop[solved].min()) if bool(solved.any()) else s - 1
+            costs.append(float((stop.clamp(max=end) + 1).sum()))
+    return sum(costs) / len(costs)
 
 
 def evaluate(

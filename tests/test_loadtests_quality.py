@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import random
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
+import typer
 
-from loadtests.quality_policy import evaluate, run_policy, steps_saved_at_equal_coverage
+from loadtests.quality_policy import evaluate, first_found_work, run_policy, steps_saved_at_equal_coverage
 from loadtests.quality_trace import NOT_VALID, Trace, trace_puzzle
 from model.gram import NoiseKeys, StepOutput
 from model.tasks.registry import get_task
@@ -203,3 +205,71 @@ def test_the_engine_default_policy_takes_the_earliest_of_verify_halt_and_stall()
     assert found.tolist() == [0, V, V] and spent == 3 + 2 + 2
     # without the halting head the second trajectory runs on to max_steps
     assert run_policy(tr, 3, 4, "verified+stall", stall_patience=1, stall_min_steps=1)[1] == 3 + 4 + 2
+
+
+def test_first_found_work_ends_every_trajectory_of_a_group_at_its_first_valid_retirement() -> None:
+    F, T = False, True
+    # group 1 (rows 0-1): row 1 valid at step 2, so row 0 (stalling at 3) is dropped after step 2: 2 + 2;
+    # group 2 (rows 2-3): nothing valid, each runs until it retires: stalled at 2, exhausted at 4: 2 + 4
+    tr = _trace([[V, V, V, V], [V, 0, 0, 0], [V, V, V, V], [V, V, V, V]],
+                unchanged=[[F, F, T, T], [F, F, F, F], [F, T, T, T], [F, F, F, F]])
+    assert first_found_work([tr], 2, 4, "verified+stall", 1, 1) == pytest.approx((4 + 6) / 2)
+    assert first_found_work([tr], 4, 4, "verified+stall", 1, 1) == pytest.approx(2 + 2 + 2 + 2)
+    with pytest.raises(ValueError):
+        first_found_work([tr], 5, 4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_first_found_work_is_what_the_scheduler_spends_on_an_unseeded_one_answer_job(seed: int) -> None:
+    from service.jobs import Job
+    from service.scheduler import RowOutcome, Scheduler
+
+    gen = torch.Generator().manual_seed(seed)
+    width, steps = 8, 6
+    ids = torch.where(torch.rand(width, steps, generator=gen) < 0.08,
+                      torch.randint(0, 3, (width, steps), generator=gen), torch.full((width, steps), V))
+    same = torch.rand(width, steps, generator=gen) < 0.4
+    same[:, 0] = False
+    halted = torch.rand(width, steps, generator=gen) < 0.05
+    tr = Trace(ids, halted, same, 3, 0.0)
+
+    sched = Scheduler(slots=width, stall_min_steps=2)
+    sched.add(Job(id="j", model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=1,
+                  max_steps=steps, stall_patience=1, seeded=False), 0.0)
+    while sched.has_work():
+        plan = sched.schedule(0.0)
+        outs = []
+        for r in plan.rows:
+            sid = int(ids[r.traj, r.step])
+            outs.append(RowOutcome(valid=sid != V, halted=bool(halted[r.traj, r.step]),
+                                   unchanged=bool(same[r.traj, r.step]),
+                                   key=str(sid).encode() if sid != V else None, payload=sid))
+        sched.update(plan, outs, 0.0)
+    (done,) = sched.pop_finished()
+    assert done.steps == first_found_work([tr], width, steps, "verified+halt+stall", 1, 2)
+
+
+def test_the_quality_command_writes_its_study_and_replayable_traces(tmp_path: Any) -> None:
+    """The CLI end to end on the shipped N-Queens checkpoint, tiny: 2 puzzles x 4 trajectories x 2 steps."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from loadtests.quality import main
+
+    app = typer.Typer()
+    app.command()(main)
+    out = tmp_path / "q"
+    result = CliRunner().invoke(app, ["--checkpoint", "model/weights/nqueens.safetensors", "--baseline", "",
+                                      "--puzzles", "2", "--width", "4", "--steps", "2", "--threads", "1",
+                                      "--save-traces", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["first_found_work"]) == {"w1", "w4"}
+    for k, figure in ((1, summary["first_found_work"]["w1"]), (4, summary["first_found_work"]["w4"])):
+        assert figure["request_steps"] == 2 * k and k <= figure["steps"] <= 2 * k
+    traces = [Trace(**t) for t in torch.load(out / "traces.pt")["gram"]]
+    assert len(traces) == 2 and traces[0].solution_id.shape == (4, 2)
+    replayed = first_found_work(traces, 4, 2)
+    assert replayed == pytest.approx(summary["first_found_work"]["w4"]["steps"], abs=0.01)
+    assert (out / "quality.csv").is_file() and (out / "quality_vs_width.png").is_file()
