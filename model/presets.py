@@ -30,6 +30,10 @@ class TrainConfig:
     halt_explore: float = 0.1  # TRM: with this probability a slot gets a random minimum of 2..n_sup steps
     max_steps: int = 1_000_000  # optimizer steps
     time_budget_s: float = 0.0  # stop after this much training time (summed over resumes); 0 = no limit
+    # Warmup-stable-decay: the learning rate falls linearly to 0 over the last decay_s seconds of
+    # time_budget_s (0: constant to the end). A constant-LR run resumed with a larger budget and decay_s
+    # ends annealed, which a constant-LR snapshot (even with EMA weights) is not.
+    decay_s: float = 0.0
     seed: int = 0
     threads: int = 0  # torch.set_num_threads; 0 = leave torch's default
     ckpt_every_s: float = 120.0

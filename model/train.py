@@ -133,14 +133,14 @@ class Trainer:
         self.examples += idx.numel()
 
     # ---- one optimizer step ------------------------------------------------------------------------
-    def lr_at(self, step: int) -> float:
-        return self.tc.lr * min(1.0, (step + 1) / max(self.tc.warmup, 1))
+    def lr_at(self, step: int, train_time_s: float = 0.0) -> float:
+        return learning_rate(self.tc, step, train_time_s)
 
     def train_step(self) -> dict[str, float]:
         tc, c = self.tc, self.carry
         self.model.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            group["lr"] = self.lr_at(self.step, self.train_time)
         out = self.step_module(c.x, c.y, c.h, c.l, self.gen)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -207,7 +207,8 @@ class Trainer:
         return {
             **mean, "step": self.step, "max_steps": self.tc.max_steps, "train_time_s": self.train_time,
             "budget_s": self.tc.time_budget_s, "samples_per_s": rate * self.tc.batch * self.world,
-            "acc": fin_valid / fin if fin else float("nan"), "eta_s": eta, "lr": self.lr_at(self.step),
+            "acc": fin_valid / fin if fin else float("nan"), "eta_s": eta,
+            "lr": self.lr_at(self.step, self.train_time),
             "examples": self.examples,
         }
 
@@ -273,6 +274,15 @@ def _state_name(rank: int) -> str:
     return STATE_FILE if rank == 0 else f"state.rank{rank}.safetensors"
 
 
+def learning_rate(tc: TrainConfig, step: int, train_time_s: float) -> float:
+    """Linear warmup over ``tc.warmup`` steps, then constant (TRM), then, with ``tc.decay_s``, a linear
+    decay to 0 over the time budget's last ``decay_s`` seconds."""
+    lr = tc.lr * min(1.0, (step + 1) / max(tc.warmup, 1))
+    if tc.decay_s > 0 and tc.time_budget_s > 0:
+        lr *= min(1.0, max(0.0, (tc.time_budget_s - train_time_s) / tc.decay_s))
+    return lr
+
+
 def saved_train_config(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig a run was started with (from its state file), for --resume."""
     meta = safetensors_io.read_metadata(Path(run_dir) / STATE_FILE)
@@ -285,13 +295,13 @@ def saved_train_config(run_dir: str | Path) -> TrainConfig:
 def make_config(
     name: str, which: str = "cpu", *, time_budget_s: float | None = None, max_steps: int | None = None,
     batch: int | None = None, threads: int | None = None, seed: int | None = None,
-    ckpt_every_s: float | None = None,
+    ckpt_every_s: float | None = None, decay_s: float | None = None,
 ) -> TrainConfig:
     tc = preset(name, which)
     changes = {
         k: v for k, v in dict(
             time_budget_s=time_budget_s, max_steps=max_steps, batch=batch, threads=threads, seed=seed,
-            ckpt_every_s=ckpt_every_s,
+            ckpt_every_s=ckpt_every_s, decay_s=decay_s,
         ).items() if v is not None
     }
     return tc.with_(**changes)
@@ -332,11 +342,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--budget", type=float, default=None, help="training seconds (summed over resumes)")
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--decay-s", type=float, default=None,
+                   help="anneal the learning rate linearly to 0 over the budget's last N seconds")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     run_dir = args.run_dir or f"runs/{args.name}"
-    given = dict(time_budget_s=args.budget, max_steps=args.max_steps)
+    given = dict(time_budget_s=args.budget, max_steps=args.max_steps, decay_s=args.decay_s)
     limits = {k: v for k, v in given.items() if v is not None}
     tc = None if args.resume else make_config(
         args.name, args.preset, batch=args.batch, threads=args.threads, **limits

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
 from model.gram import tiny_config
 from model.presets import TrainConfig, preset
-from model.train import MODEL_FILE, Trainer, train
+from model.train import MODEL_FILE, Trainer, learning_rate, saved_train_config, train
 
 
 def tiny_run(max_steps: int) -> TrainConfig:
@@ -64,3 +65,22 @@ def test_presets_build_and_paper_preset_runs_one_step(tmp_path: Path) -> None:
     trainer = train(smoke, tmp_path)
     # 2 shared D=512 blocks (6.8M, as TRM) + guidance heads: 8M; the paper reports ~10M (heads unknown)
     assert trainer.step == 1 and 7e6 < trainer.model.num_parameters() < 1.2e7
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_zero_over_the_budgets_last_seconds() -> None:
+    tc = tiny_run(100).with_(lr=1.0, warmup=4, time_budget_s=100.0)
+    assert [learning_rate(tc, s, 0.0) for s in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert learning_rate(tc, 50, 99.0) == 1.0  # no decay asked: constant to the end
+    wsd = tc.with_(decay_s=20.0)
+    assert [learning_rate(wsd, 50, t) for t in (0.0, 80.0, 90.0, 95.0, 100.0, 120.0)] == pytest.approx(
+        [1.0, 1.0, 0.5, 0.25, 0.0, 0.0]
+    )
+    assert learning_rate(wsd.with_(time_budget_s=0.0), 50, 1e6) == 1.0  # no budget: nothing to decay towards
+
+
+def test_a_resumed_run_takes_a_new_decay_and_budget(tmp_path: Path) -> None:
+    train(tiny_run(2), tmp_path / "r")
+    resumed = train(None, tmp_path / "r", resume=True,
+                    overrides={"max_steps": 3, "time_budget_s": 1e6, "decay_s": 10.0})
+    assert resumed.step == 3 and resumed.tc.decay_s == 10.0
+    assert saved_train_config(tmp_path / "r").decay_s == 10.0  # and a later resume keeps it

@@ -36,6 +36,10 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue the run in run-dir exactly")] = False,
     budget: Annotated[float | None, typer.Option(help="training seconds, summed over resumes")] = None,
     max_steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
+    decay_s: Annotated[
+        float | None,
+        typer.Option(help="anneal the learning rate linearly to 0 over the budget's last N seconds"),
+    ] = None,
     batch: Annotated[int | None, typer.Option(help="batch per process (overrides the preset)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     export: Annotated[Path | None, typer.Option(help="only copy the run's EMA model to this path")] = None,
@@ -59,7 +63,8 @@ def train(
         return
     if resume and not (run_dir / "state.safetensors").exists():
         raise typer.BadParameter(f"nothing to resume in {run_dir}", param_hint="--resume")
-    limits = {k: v for k, v in dict(time_budget_s=budget, max_steps=max_steps).items() if v is not None}
+    given = dict(time_budget_s=budget, max_steps=max_steps, decay_s=decay_s)
+    limits = {k: v for k, v in given.items() if v is not None}
     tc = None if resume else make_config(name, preset, batch=batch, threads=threads, **limits)
 
     columns = (
