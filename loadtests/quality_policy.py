@@ -51,7 +51,9 @@ STALL_MIN_STEPS: int = Settings.model_fields["stall_min_steps"].default
 
 def _first_stall(unchanged: torch.Tensor, patience: int, min_steps: int) -> torch.Tensor:
     """Index of the first step ending ``patience`` consecutive unchanged steps at or after the
-    ``min_steps``-th step, per row (or the length): the scheduler's rule."""
+    ``min_steps``-th step, per row (or the length): the scheduler's rule. Patience 0 turns it off."""
+    if patience <= 0:
+        return torch.full((unchanged.shape[0],), unchanged.shape[1], dtype=torch.int64)
     run = torch.zeros(unchanged.shape[0], dtype=torch.int64)
     stalled = torch.zeros_like(unchanged)
     for n in range(unchanged.shape[1]):

@@ -157,7 +157,7 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
 
 
 @pytest.mark.parametrize("halting", [False, True])
-@pytest.mark.parametrize(("patience", "min_steps"), [(1, 1), (1, 3), (2, 1), (2, 4)])
+@pytest.mark.parametrize(("patience", "min_steps"), [(1, 1), (1, 3), (2, 1), (2, 4), (0, 1)])
 def test_the_offline_stall_policy_is_the_schedulers_rule(
     patience: int, min_steps: int, halting: bool
 ) -> None:
@@ -273,3 +273,12 @@ def test_the_quality_command_writes_its_study_and_replayable_traces(tmp_path: An
     replayed = first_found_work(traces, 4, 2)
     assert replayed == pytest.approx(summary["first_found_work"]["w4"]["steps"], abs=0.01)
     assert (out / "quality.csv").is_file() and (out / "quality_vs_width.png").is_file()
+
+    # --replay rebuilds the same study from the traces alone, and other exit settings from them
+    replay = ["--replay", "--out", str(out)]
+    assert CliRunner().invoke(app, replay).exit_code == 0
+    assert json.loads((out / "summary.json").read_text()) == summary
+    stall_off = [*replay, "--stall-patience", "0", "--stall-min-steps", "1"]
+    assert CliRunner().invoke(app, stall_off).exit_code == 0
+    no_stall = json.loads((out / "summary.json").read_text())
+    assert no_stall["stall_patience"] == 0 and no_stall["gram/verified+stall"] == no_stall["gram/verified"]
