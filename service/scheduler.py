@@ -10,8 +10,9 @@ The engine (service/engine.py) drives it once per iteration:
     sched.abort(job_id, now)                # client went away: free its slots, finish it as aborted
 
 Modes (``BatchingMode``):
-- continuous: every iteration admits waiting trajectories (FCFS by job arrival, a job's trajectories in
-  index order; or ``admission="round_robin"``: one slot per waiting job per pass, in arrival order) into
+- continuous: every iteration admits waiting trajectories (``admission="round_robin"``, the default: one
+  slot per waiting job per pass, in arrival order; or ``"fcfs"``: by job arrival, each job taking every
+  free slot it can use; a job's trajectories always in index order) into
   every free slot, including slots freed by the previous update. Every row is verified
   after every step; a trajectory retires when its candidate is valid, when the halting head says stop
   (q_halt > 0), when its invalid candidate has not changed for its job's ``stall_patience`` steps in a
@@ -161,7 +162,7 @@ class Scheduler:
         mode: BatchingMode = BatchingMode.continuous,
         batch_wait_s: float = 0.0,
         use_halting: bool = True,
-        admission: str = "fcfs",
+        admission: str = "round_robin",
         stall_min_steps: int = 1,
     ) -> None:
         if slots < 1:
@@ -303,9 +304,11 @@ class Scheduler:
         if self.mode == BatchingMode.serial:
             candidates = candidates[:1]
         admitted: set[int] = set()
-        # fcfs: the oldest job takes every free slot it can use, then the next. round_robin: one slot per
-        # job per pass (in arrival order), so a narrow job is not held behind a wide one.
-        per_pass = 1 if self.admission == "round_robin" else None
+        # fcfs: the oldest job takes every free slot it can use, then the next. round_robin (continuous
+        # mode only; request/serial batches always take whole jobs in arrival order): one slot per job per
+        # pass (in arrival order), so a narrow job is not held behind a wide one.
+        round_robin = self.admission == "round_robin" and self.mode == BatchingMode.continuous
+        per_pass = 1 if round_robin else None
         while free and candidates:
             for state in candidates:
                 take = state.width - state.next_traj if per_pass is None else per_pass

@@ -50,8 +50,8 @@ def run_all(s: Scheduler, fn: OutcomeFn, max_iters: int = 10_000) -> dict[str, F
     raise AssertionError("scheduler did not drain")
 
 
-def test_admission_is_fcfs_by_job_then_trajectory_index() -> None:
-    s = Scheduler(slots=5)
+def test_fcfs_admission_is_by_job_then_trajectory_index() -> None:
+    s = Scheduler(slots=5, admission="fcfs")
     s.add(job("a", width=3), 0.0)
     s.add(job("b", width=3), 0.0)
     plan = s.schedule(0.0)
@@ -61,8 +61,8 @@ def test_admission_is_fcfs_by_job_then_trajectory_index() -> None:
     assert all(r.step == 0 and r.verify and not r.final for r in plan.rows)
 
 
-def test_round_robin_admission_gives_each_waiting_job_a_slot_in_turn() -> None:
-    s = Scheduler(slots=5, admission="round_robin")
+def test_round_robin_admission_the_default_gives_each_waiting_job_a_slot_in_turn() -> None:
+    s = Scheduler(slots=5)
     s.add(job("wide", width=100), 0.0)
     s.add(job("a", width=1), 0.0)
     s.add(job("b", width=3), 0.0)
@@ -75,7 +75,7 @@ def test_round_robin_admission_gives_each_waiting_job_a_slot_in_turn() -> None:
 
 
 def test_freed_slot_is_refilled_by_the_very_next_plan() -> None:
-    s = Scheduler(slots=2)
+    s = Scheduler(slots=2, admission="fcfs")
     s.add(job("a", width=2, max_solutions=2), 0.0)
     s.add(job("b", width=2), 0.0)
     plan = s.schedule(0.0)
@@ -278,7 +278,7 @@ def test_completion_when_the_budget_is_spent() -> None:
 
 
 def test_deadline_gives_a_partial_answer_with_what_was_found() -> None:
-    s = Scheduler(slots=2)
+    s = Scheduler(slots=2, admission="fcfs")
     s.add(job("a", width=2, max_solutions=2, deadline=5.0), 0.0)
     s.add(job("b", width=1), 0.0)
     plan = s.schedule(1.0)
@@ -292,7 +292,7 @@ def test_deadline_gives_a_partial_answer_with_what_was_found() -> None:
 
 
 def test_abort_frees_the_slots_and_finishes_the_job() -> None:
-    s = Scheduler(slots=2)
+    s = Scheduler(slots=2, admission="fcfs")
     s.add(job("a", width=2), 0.0)
     s.add(job("b", width=2), 0.0)
     plan = s.schedule(0.0)
@@ -372,7 +372,7 @@ def test_no_starvation_under_mixed_widths(admission: str) -> None:
 
 
 def test_stats_count_waiting_and_running_jobs() -> None:
-    s = Scheduler(slots=2)
+    s = Scheduler(slots=2, admission="fcfs")
     s.add(job("a", width=2), 0.0)
     s.add(job("b", width=2), 0.0)
     s.schedule(0.0)
@@ -392,3 +392,17 @@ def test_bad_jobs_are_refused() -> None:
     plan = s.schedule(0.0)
     with pytest.raises(ValueError, match="outcomes"):
         s.update(plan, [], 0.0)
+
+
+@pytest.mark.parametrize("mode", [BatchingMode.request, BatchingMode.serial])
+def test_request_and_serial_batches_take_whole_jobs_in_arrival_order_whatever_the_admission(
+    mode: BatchingMode,
+) -> None:
+    """round_robin applies to continuous mode only: the baselines' batches stay whole jobs."""
+    s = Scheduler(slots=4, mode=mode, admission="round_robin")
+    for name in ("a", "b", "c"):
+        s.add(job(name, width=2), 0.0)
+    plan = s.schedule(0.0)
+    whole_a, whole_b = [("a", 0), ("a", 1)], [("b", 0), ("b", 1)]
+    expected = whole_a + whole_b if mode == BatchingMode.request else whole_a  # serial: one job a batch
+    assert [(r.job_id, r.traj) for r in plan.rows] == expected
