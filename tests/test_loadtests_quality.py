@@ -156,6 +156,24 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
     ]
 
 
+def replay_through(sched: Any, tr: Trace) -> Any:
+    """Run a traced job (already added to ``sched``) through the real scheduler: each row's outcome is
+    the trace's at that trajectory and step. Returns the FinishedJob."""
+    from service.scheduler import RowOutcome
+
+    while sched.has_work():
+        plan = sched.schedule(0.0)
+        outs = []
+        for r in plan.rows:
+            sid = int(tr.solution_id[r.traj, r.step])
+            outs.append(RowOutcome(valid=sid != V, halted=bool(tr.halted[r.traj, r.step]),
+                                   unchanged=bool(tr.unchanged[r.traj, r.step]),
+                                   key=str(sid).encode() if sid != V else None, payload=sid))
+        sched.update(plan, outs, 0.0)
+    (done,) = sched.pop_finished()
+    return done
+
+
 @pytest.mark.parametrize("halting", [False, True])
 @pytest.mark.parametrize(("patience", "min_steps"), [(1, 1), (1, 3), (2, 1), (2, 4), (0, 1)])
 def test_the_offline_stall_policy_is_the_schedulers_rule(
@@ -164,7 +182,7 @@ def test_the_offline_stall_policy_is_the_schedulers_rule(
     """The quality study must measure what the continuous engine does: replay random traces through the
     real scheduler and compare the solutions kept and the steps spent."""
     from service.jobs import Job
-    from service.scheduler import RowOutcome, Scheduler
+    from service.scheduler import Scheduler
 
     gen = torch.Generator().manual_seed(patience * 10 + min_steps)
     width, steps = 12, 6
@@ -180,16 +198,7 @@ def test_the_offline_stall_policy_is_the_schedulers_rule(
     sched = Scheduler(slots=5, stall_min_steps=min_steps, use_halting=halting)
     sched.add(Job(id="j", model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=99,
                   max_steps=steps, stall_patience=patience, seeded=True), 0.0)
-    while sched.has_work():
-        plan = sched.schedule(0.0)
-        outs = []
-        for r in plan.rows:
-            sid = int(ids[r.traj, r.step])
-            outs.append(RowOutcome(valid=sid != V, halted=bool(halted[r.traj, r.step]),
-                                   unchanged=bool(same[r.traj, r.step]),
-                                   key=str(sid).encode() if sid != V else None, payload=sid))
-        sched.update(plan, outs, 0.0)
-    (done,) = sched.pop_finished()
+    done = replay_through(sched, tr)
     assert done.steps == spent
     assert {s.key for s in done.solutions} == {str(v).encode() for v in found.tolist() if v != V}
     assert sum(s.count for s in done.solutions) == int((found != V).sum())
@@ -222,7 +231,7 @@ def test_first_found_work_ends_every_trajectory_of_a_group_at_its_first_valid_re
 @pytest.mark.parametrize("seed", range(4))
 def test_first_found_work_is_what_the_scheduler_spends_on_an_unseeded_one_answer_job(seed: int) -> None:
     from service.jobs import Job
-    from service.scheduler import RowOutcome, Scheduler
+    from service.scheduler import Scheduler
 
     gen = torch.Generator().manual_seed(seed)
     width, steps = 8, 6
@@ -236,16 +245,7 @@ def test_first_found_work_is_what_the_scheduler_spends_on_an_unseeded_one_answer
     sched = Scheduler(slots=width, stall_min_steps=2)
     sched.add(Job(id="j", model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=1,
                   max_steps=steps, stall_patience=1, seeded=False), 0.0)
-    while sched.has_work():
-        plan = sched.schedule(0.0)
-        outs = []
-        for r in plan.rows:
-            sid = int(ids[r.traj, r.step])
-            outs.append(RowOutcome(valid=sid != V, halted=bool(halted[r.traj, r.step]),
-                                   unchanged=bool(same[r.traj, r.step]),
-                                   key=str(sid).encode() if sid != V else None, payload=sid))
-        sched.update(plan, outs, 0.0)
-    (done,) = sched.pop_finished()
+    done = replay_through(sched, tr)
     assert done.steps == first_found_work([tr], width, steps, "verified+halt+stall", 1, 2)
 
 
