@@ -180,6 +180,8 @@ class Trainer:
             t0 = time.monotonic()
             metrics = self.train_step()
             self.train_time += time.monotonic() - t0
+            if self.world > 1:  # every rank must stop at the same step and anneal alike
+                self.train_time = _slowest_rank(self.train_time, self.device)
             window.append(metrics)
             fin += metrics["finished"]
             fin_valid += metrics["finished_valid"]
@@ -272,6 +274,15 @@ class Trainer:
 
 def _state_name(rank: int) -> str:
     return STATE_FILE if rank == 0 else f"state.rank{rank}.safetensors"
+
+
+def _slowest_rank(seconds: float, device: torch.device | str) -> float:
+    """The largest ``seconds`` over all ranks. Each rank's own clock would end a time budget (and set a
+    time-based decay) at a different step, and a rank that stopped first would leave the others waiting
+    in their next all-reduce."""
+    t = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
 
 
 def learning_rate(tc: TrainConfig, step: int, train_time_s: float) -> float:
