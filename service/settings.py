@@ -34,9 +34,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="jobs waiting or running per model before 429")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this get 413")
     # Round-robin by default: at saturation a job then holds few slots at a time, so fewer of its
-    # trajectories run on after it has its answer. Measured against fcfs on three N-Queens workloads
-    # (BENCHMARKS.md, admission comparison): +10-17 % peak and +2-4 % sustained throughput, the same
-    # latency at light load (with free slots both admit a job's whole width at once).
+    # trajectories run on after it has its answer. Measured against fcfs on N-Queens (BENCHMARKS.md,
+    # admission comparison): +10-13 % peak and +2-5 % sustained throughput on width-16 traffic, within
+    # run-to-run spread on mixed traffic; the same latency at light load (with free slots both admit a
+    # job's whole width at once).
     admission: Literal["fcfs", "round_robin"] = Field(
         "round_robin",
         description="continuous mode: who gets freed slots (one per waiting job in turn, or oldest first)",
