@@ -180,7 +180,9 @@ class Trainer:
             t0 = time.monotonic()
             metrics = self.train_step()
             self.train_time += time.monotonic() - t0
-            if self.world > 1:  # every rank must stop at the same step and anneal alike
+            # With a time budget, every rank must stop at the same step and anneal alike. Without one the
+            # clock decides nothing, so no collective (and no device sync) is added to each step.
+            if self.world > 1 and tc.time_budget_s:
                 self.train_time = _slowest_rank(self.train_time, self.device)
             window.append(metrics)
             fin += metrics["finished"]
