@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 45 minutes on the 2-core CPU machine).
+# Every N-Queens figure in BENCHMARKS.md, in one bounded run (about 60 minutes on the 2-core CPU machine).
 #   loadtests/run_benchmarks.sh [WEIGHTS_DIR] [OUT]
 # WEIGHTS_DIR must hold nqueens.safetensors and nqueens_baseline.safetensors (default: model/weights).
 # PARTS picks what runs (default all): scaling quality overhead sweeps. SWEEPS and MODES pick the sweeps
@@ -50,9 +50,10 @@ $PY -m loadtests.engine_overhead --checkpoint "$WEIGHTS/nqueens.safetensors" --t
   --slots "$SLOTS" --gaps-ms 0,200
 fi
 
-# Load grid: 2 req/s x 1.3^k. The ratios at equal p99 compare the highest load point each mode sustains,
-# so a finer grid near saturation (1.3 rather than 1.5) measures them closer; below 2 req/s every mode
-# keeps up, and those points only cost time.
+# Load grid: 2 req/s x 1.3^k. The ratios at equal p99 compare the highest load point each mode sustains;
+# after its grid each mode bisects REFINE times between the last load within the p99 target and the
+# first beyond it (3: to within 1.3^(1/8) = 3.3 %), so the ratios are not quantised by the grid. Below
+# 2 req/s every mode keeps up, and those points only cost time.
 # Sweeps, each WIDTH:MAX_SOLUTIONS[:unseeded]: the mixed traffic a solver sees (widths 1/4/16/64, answers
 # wanted 1/3/10, seeded: reproducible answers), and width 16 asking for any one answer without a seed
 # (the first answer found completes it: what continuous batching's early exit can cut at most).
@@ -67,7 +68,7 @@ for sweep in ${SWEEPS:-mixed:mixed 16:1:unseeded}; do
   $PY -m loadtests.sweep --weights-dir "$WEIGHTS" "${SERVICE_ENV[@]}" --workload nqueens8 --width "$width" \
     --max-solutions "$answers" $seeded --modes "${MODES:-request,serial,continuous}" --rate-start "${RATE_START:-2.0}" \
     --rate-factor "${RATE_FACTOR:-1.3}" --max-points "${MAX_POINTS:-14}" --duration "${DURATION:-20}" \
-    --slo-ms "${SLO_MS:-10000}" --timeout-s 60 --budget-s "${SWEEP_BUDGET_S:-720}" \
+    --slo-ms "${SLO_MS:-10000}" --refine "${REFINE:-3}" --timeout-s 60 --budget-s "${SWEEP_BUDGET_S:-1080}" \
     --out "$OUT/sweep-nqueens8-w$width-s$answers$suffix"
 done
 fi

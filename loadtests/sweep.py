@@ -89,40 +89,57 @@ class SweepConfig:
     seed: int
     max_solutions: MaxSolutions = None
     seeded: bool = True
+    refine: int = 0  # bisection points per mode after the grid (sweep_mode)
+
+
+def _load_point(base_url: str, mode: str, cfg: SweepConfig, rate: float) -> LoadPointSummary:
+    # One seed for every point and mode (common random numbers): each mode gets the same requests at
+    # the same times, and a higher load is the same arrival sequence compressed, so the realised
+    # load grows monotonically with the offered one instead of jittering from point to point.
+    spec = LoadSpec(
+        cfg.workload,
+        cfg.width,
+        rate,
+        cfg.duration_s,
+        cfg.cv,
+        cfg.seed,
+        cfg.slo_s,
+        cfg.request_timeout_s,
+        cfg.max_solutions,
+        cfg.seeded,
+    )
+    summary, _ = asyncio.run(run_load_point(base_url, spec, mode=mode))
+    print_summaries([summary], console)
+    _settle(base_url, timeout_s=cfg.request_timeout_s)
+    return summary
 
 
 def sweep_mode(base_url: str, mode: str, cfg: SweepConfig, deadline: float) -> list[LoadPointSummary]:
-    """Offer each load of ``cfg.rates`` in turn; stop ``past_saturation`` points after saturation."""
+    """Offer each load of ``cfg.rates`` in turn; stop ``past_saturation`` points after saturation. Then
+    bisect ``cfg.refine`` times between the highest load that met the p99 target and the next that did
+    not, so the equal-p99 ratios are not quantised by the grid. Points come back in offered-load order."""
     out: list[LoadPointSummary] = []
     beyond = 0
     for rate in cfg.rates:
         if time.monotonic() + cfg.duration_s > deadline:
             console.print(f"[yellow]{mode}: time budget spent, stopping before {rate} req/s[/yellow]")
             break
-        # One seed for every point and mode (common random numbers): each mode gets the same requests at
-        # the same times, and a higher load is the same arrival sequence compressed, so the realised
-        # load grows monotonically with the offered one instead of jittering from point to point.
-        spec = LoadSpec(
-            cfg.workload,
-            cfg.width,
-            rate,
-            cfg.duration_s,
-            cfg.cv,
-            cfg.seed,
-            cfg.slo_s,
-            cfg.request_timeout_s,
-            cfg.max_solutions,
-            cfg.seeded,
-        )
-        summary, _ = asyncio.run(run_load_point(base_url, spec, mode=mode))
+        summary = _load_point(base_url, mode, cfg, rate)
         out.append(summary)
-        print_summaries([summary], console)
-        _settle(base_url, timeout_s=cfg.request_timeout_s)
         if compare.saturated(summary, cfg.p99_cap_s):
             beyond += 1
             if beyond > cfg.past_saturation:
                 break
-    return out
+    for _ in range(cfg.refine):
+        rate = compare.refinement_rate(out, cfg.slo_s)
+        if rate is None:
+            break
+        if time.monotonic() + cfg.duration_s > deadline:
+            console.print(f"[yellow]{mode}: time budget spent, not refining at {rate} req/s[/yellow]")
+            break
+        console.print(f"{mode}: refining the sustained load at {rate} req/s")
+        out.append(_load_point(base_url, mode, cfg, rate))
+    return sorted(out, key=lambda p: p.offered_rps)
 
 
 def write_outputs(summaries: list[LoadPointSummary], out: Path, title: str, slo_s: float) -> dict[str, float]:
@@ -163,6 +180,10 @@ def main(
     slo_ms: Annotated[float, typer.Option(help="latency target: goodput and the equal-p99 ratios")] = 5000.0,
     p99_cap_ms: Annotated[float, typer.Option(help="p99 above this counts as saturated")] = 20000.0,
     past_saturation: Annotated[int, typer.Option(help="load points to run after saturation")] = 1,
+    refine: Annotated[
+        int, typer.Option(help="extra points per mode, bisecting between the last load within the p99 "
+                          "target and the first beyond it")
+    ] = 0,
     timeout_s: Annotated[float, typer.Option(help="client timeout per request")] = 30.0,
     budget_s: Annotated[float, typer.Option(help="wall-clock budget for the whole sweep")] = 540.0,
     weights_dir: Annotated[Path | None, typer.Option(help="GRAM_WEIGHTS_DIR for the service")] = None,
@@ -197,6 +218,7 @@ def main(
         seed,
         parse_max_solutions(max_solutions),
         seeded,
+        refine,
     )
     started = time.monotonic()
     summaries: list[LoadPointSummary] = []

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -253,6 +254,47 @@ def test_ratio_at_equal_p99_uses_the_best_point_within_target_and_ignores_sheddi
     assert compare.saturated(sweep[3], p99_cap_s=20.0)  # p99 over the cap
     assert compare.saturated(_point("x", 10, 5.0, 1.0), p99_cap_s=20.0)  # half the offered load
     assert not compare.saturated(sweep[1], p99_cap_s=20.0)
+
+
+def test_refinement_bisects_the_bracket_around_the_last_load_within_target() -> None:
+    grid = [
+        _point("c", 10, 10.0, 1.0),
+        _point("c", 13, 13.0, 1.5),
+        _point("c", 16.9, 16.0, 2.0, shed=0.05),  # within p99 but shedding: beyond the target
+        _point("c", 22, 18.0, 9.0),
+    ]
+    assert compare.refinement_rate(grid, 5.0) == pytest.approx(math.sqrt(13 * 16.9), abs=1e-4)
+    # a noisy pass above a failure moves the bracket's bottom up to it
+    noisy = grid + [_point("c", 20, 19.0, 3.0)]
+    assert compare.refinement_rate(noisy, 5.0) == pytest.approx(math.sqrt(20 * 22), abs=1e-4)
+    assert compare.refinement_rate(grid[:2], 5.0) is None  # nothing above failed
+    assert compare.refinement_rate(grid[2:], 5.0) is None  # nothing met the target
+    assert compare.refinement_rate([_point("c", 13, 13, 1), _point("c", 13.1, 9, 9)], 5.0) is None  # close
+
+
+def test_sweep_refines_toward_the_capacity_the_grid_straddles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake service that keeps p99 within target up to 27 req/s: the grid (10, 20, 40) says 20;
+    three bisections place it at 25.9, and the points come back in load order."""
+    from loadtests import sweep
+
+    offered: list[float] = []
+
+    def fake_point(base_url: str, mode: str, cfg: sweep.SweepConfig, rate: float) -> LoadPointSummary:
+        offered.append(rate)
+        return _point(mode, rate, min(rate, 27.0), 1.0 if rate <= 27 else 30.0)
+
+    monkeypatch.setattr(sweep, "_load_point", fake_point)
+    cfg = sweep.SweepConfig(
+        workload="nqueens8", width=16, rates=[10, 20, 40], duration_s=0.0, cv=1.0, slo_s=5.0,
+        p99_cap_s=20.0, past_saturation=0, request_timeout_s=1.0, seed=0, refine=3,
+    )  # fmt: skip
+    points = sweep.sweep_mode("http://unused", "continuous", cfg, deadline=math.inf)
+    assert offered[:3] == [10, 20, 40]
+    assert offered[3:] == pytest.approx([28.2843, 23.7842, 25.9368], abs=1e-3)
+    assert [p.offered_rps for p in points] == sorted(offered)
+    assert compare.sustained_throughput(points, 5.0) == pytest.approx(25.9368, abs=1e-3)
+    no_refine = sweep.sweep_mode("http://unused", "continuous", replace(cfg, refine=0), deadline=math.inf)
+    assert compare.sustained_throughput(no_refine, 5.0) == 20
 
 
 # ---- workloads ----------------------------------------------------------------------------------------
