@@ -1,6 +1,7 @@
 """Markdown tables from result folders, for BENCHMARKS.md (so no figure is copied by hand).
 
 python -m loadtests.report sweep loadtests/results/sweep-nqueens8
+python -m loadtests.report targets loadtests/results/sweep-nqueens8 --p99 1,2,5,10
 python -m loadtests.report quality loadtests/results/quality-nqueens8
 python -m loadtests.report overhead loadtests/results/overhead
 """
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from loadtests import compare
 from loadtests.stats import LoadPointSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -74,6 +76,26 @@ def read_sweep(path: Path) -> list[LoadPointSummary]:
             extra = {k: float(v) for k, v in row.items() if k not in names and v not in ("", None)}
             out.append(LoadPointSummary(**known, extra=extra))
     return out
+
+
+@app.command()
+def targets(
+    folder: Annotated[Path, typer.Argument()],
+    p99: Annotated[str, typer.Option(help="comma-separated p99 targets in seconds")] = "1,2,5,10",
+) -> None:
+    """Sustained throughput per mode and the continuous ratios at several p99 targets, from sweep.csv:
+    the equal-p99 ratio depends on the target a user holds the modes to. (A sweep's bisection points
+    sit near its own ``--slo-ms``; at other targets the load grid alone places the sustained loads.)"""
+    points = read_sweep(folder / "sweep.csv")
+    modes = list(dict.fromkeys(p.mode for p in points))
+    dens = [m for m in ("request", "serial") if m in modes and "continuous" in modes]
+    header = ["p99 target s"] + [f"{m} req/s" for m in modes] + [f"continuous / {d}" for d in dens]
+    body = []
+    for target in (float(t) for t in p99.split(",")):
+        rates = [compare.sustained_throughput([p for p in points if p.mode == m], target) for m in modes]
+        body.append([_f(target, 1)] + [_f(r) for r in rates]
+                    + [_f(compare.mode_ratio(points, "continuous", d, target)) for d in dens])
+    print(_table(header, body))
 
 
 @app.command()

@@ -415,6 +415,22 @@ def test_sweep_outputs_round_trip_through_the_csv(tmp_path: Path) -> None:
     assert (tmp_path / "throughput_vs_p99.png").stat().st_size > 1000
 
 
+def test_targets_report_gives_each_modes_sustained_load_and_the_ratios_per_p99_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loadtests.report import targets
+    from loadtests.sweep import write_outputs
+
+    points = [
+        _point("request", 2, 2.0, 0.8), _point("request", 4, 3.0, 3.0), _point("continuous", 2, 2.0, 0.3),
+        _point("continuous", 4, 4.0, 0.9), _point("continuous", 8, 7.0, 4.0),
+    ]  # fmt: skip
+    write_outputs(points, tmp_path, "t", slo_s=5.0)
+    targets(tmp_path, p99="1,5")
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[1:] for r in rows] == [["2.00", "4.00", "2.00 |"], ["3.00", "7.00", "2.33 |"]]
+
+
 def test_step_scaling_times_the_engine_step_and_names_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
