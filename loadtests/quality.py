@@ -225,6 +225,13 @@ def write_study(
             for k in (1, 4, 16, 64) if k <= width
             for w in [first_found_work(traces["gram"], k, s, "verified+halt+stall", *stall)]
         },
+        # the same at width 16 when the job holds at most c slots at a time: round-robin admission on a
+        # saturated engine, where fewer of its trajectories run past the first answer
+        "first_found_work_by_concurrency": {
+            f"w16/c{c}": {"steps": round(w, 2), "request_steps": 16 * s, "work_ratio": round(16 * s / w, 3)}
+            for c in (1, 2, 4, 8, 16) if width >= 16
+            for w in [first_found_work(traces["gram"], 16, s, "verified+halt+stall", *stall, concurrency=c)]
+        },
         # what each (patience, min steps) would give at full width and steps: coverage kept vs steps spent
         "stall_sweep": {
             f"p{p}/m{m}": evaluate(traces["gram"], width, s, "verified+stall", p, m).__dict__

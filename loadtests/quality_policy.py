@@ -105,22 +105,49 @@ def _retire(
 def first_found_work(
     traces: Sequence[Trace], k: int, s: int, policy: str = "verified+halt+stall",
     stall_patience: int = STALL_PATIENCE, stall_min_steps: int = STALL_MIN_STEPS,
+    concurrency: int | None = None,
 ) -> float:
-    """Mean trajectory-steps a width-k job wanting any one answer (unseeded) costs the continuous engine
-    when its k trajectories are admitted together: every trajectory runs until it retires or until the
-    step at which the first one retires valid, where the job ends and the rest are dropped. Averaged over
-    each trace's disjoint groups of k trajectories. ``k * s`` over this bounds what continuous batching
-    can gain on request-level batching (which runs all k to s) where a step's cost grows with its rows."""
+    """Mean trajectory-steps a width-k job wanting any one answer (unseeded) costs the continuous engine.
+
+    ``concurrency`` None (= k): its k trajectories are admitted together, as at light load: every
+    trajectory runs until it retires or until the step at which the first one retires valid, where the
+    job ends and the rest are dropped. ``concurrency`` c < k: the job holds at most c slots, as when
+    round-robin admission shares a saturated engine: it starts with trajectories 0..c-1 and a trajectory
+    retiring without an answer hands its slot to the next index from the next step on (the engine's
+    refill). Averaged over each trace's disjoint groups of k trajectories. ``k * s`` over this bounds what
+    continuous batching can gain on request-level batching (which runs all k to s) where a step's cost
+    grows with its rows."""
     if not (1 <= k <= min(t.width for t in traces) and 1 <= s <= min(t.steps for t in traces)):
         raise ValueError(f"k={k}, s={s} outside the traces")
+    c = k if concurrency is None else concurrency
+    if not 1 <= c <= k:
+        raise ValueError(f"concurrency must be in 1..{k}, got {concurrency}")
     costs = []
     for trace in traces:
         for lo in range(0, trace.width - k + 1, k):
             found, stop = _retire(trace, slice(lo, lo + k), s, policy, stall_patience, stall_min_steps)
-            solved = found != NOT_VALID
-            end = int(stop[solved].min()) if bool(solved.any()) else s - 1
-            costs.append(float((stop.clamp(max=end) + 1).sum()))
+            costs.append(_group_cost(found.tolist(), (stop + 1).tolist(), c))
     return sum(costs) / len(costs)
+
+
+def _group_cost(found: list[int], length: list[int], concurrency: int) -> float:
+    """Trajectory-steps of one job: trajectories in index order, at most ``concurrency`` running, each for
+    ``length`` steps unless the job ends first, at the end of the step where one retires valid."""
+    waiting = list(range(len(found)))
+    running: dict[int, int] = {}  # trajectory -> steps it has run
+    cost = 0
+    while waiting or running:
+        while waiting and len(running) < concurrency:
+            running[waiting.pop(0)] = 0
+        cost += len(running)
+        for i in running:
+            running[i] += 1
+        retired = [i for i, n in running.items() if n == length[i]]
+        if any(found[i] != NOT_VALID for i in retired):
+            break
+        for i in retired:
+            del running[i]
+    return float(cost)
 
 
 def evaluate(

@@ -224,12 +224,23 @@ def test_first_found_work_ends_every_trajectory_of_a_group_at_its_first_valid_re
                 unchanged=[[F, F, T, T], [F, F, F, F], [F, T, T, T], [F, F, F, F]])
     assert first_found_work([tr], 2, 4, "verified+stall", 1, 1) == pytest.approx((4 + 6) / 2)
     assert first_found_work([tr], 4, 4, "verified+stall", 1, 1) == pytest.approx(2 + 2 + 2 + 2)
+    # one at a time: row 0 runs until it stalls (3 steps), then row 1 finds its answer at step 2
+    assert first_found_work([tr], 4, 4, "verified+stall", 1, 1, concurrency=1) == pytest.approx(3 + 2)
+    # two at a time: rows 0 and 1 together, row 1 valid after step 2 ends the job: 2 + 2
+    assert first_found_work([tr], 4, 4, "verified+stall", 1, 1, concurrency=2) == pytest.approx(2 + 2)
+    with pytest.raises(ValueError):
+        first_found_work([tr], 4, 4, concurrency=5)
     with pytest.raises(ValueError):
         first_found_work([tr], 5, 4)
 
 
+@pytest.mark.parametrize("slots", [8, 3, 1])
 @pytest.mark.parametrize("seed", range(4))
-def test_first_found_work_is_what_the_scheduler_spends_on_an_unseeded_one_answer_job(seed: int) -> None:
+def test_first_found_work_is_what_the_scheduler_spends_on_an_unseeded_one_answer_job(
+    seed: int, slots: int
+) -> None:
+    """Also when the job gets fewer slots than trajectories (``concurrency``): as under round-robin
+    admission at saturation, where it holds a few slots at a time."""
     from service.jobs import Job
     from service.scheduler import Scheduler
 
@@ -242,11 +253,11 @@ def test_first_found_work_is_what_the_scheduler_spends_on_an_unseeded_one_answer
     halted = torch.rand(width, steps, generator=gen) < 0.05
     tr = Trace(ids, halted, same, 3, 0.0)
 
-    sched = Scheduler(slots=width, stall_min_steps=2)
+    sched = Scheduler(slots=slots, stall_min_steps=2)
     sched.add(Job(id="j", model="m", task="t", x=[[1]], num_trajectories=width, max_solutions=1,
                   max_steps=steps, stall_patience=1, seeded=False), 0.0)
     done = replay_through(sched, tr)
-    assert done.steps == first_found_work([tr], width, steps, "verified+halt+stall", 1, 2)
+    assert done.steps == first_found_work([tr], width, steps, "verified+halt+stall", 1, 2, concurrency=slots)
 
 
 def test_the_quality_command_writes_its_study_and_replayable_traces(tmp_path: Any) -> None:
