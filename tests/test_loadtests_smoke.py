@@ -88,3 +88,18 @@ def test_overload_is_reported_as_429_or_latency_not_lost(weights_dir: Path) -> N
     assert all(r.status in (200, 429) for r in records), {r.status: r.error for r in records}
     assert summary.rate_429 > 0
     assert summary.ok + round(summary.rate_429 * summary.sent) == summary.sent
+
+
+def test_engine_saturation_reports_each_mode_and_the_ratio(
+    weights_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The in-process saturation measurement runs each mode in its own process and prints the ratio."""
+    from loadtests.engine_saturation import main
+
+    monkeypatch.setenv("GRAM_CPU_PATH", "fp32")  # no compile: seconds, not a minute
+    main(checkpoint=weights_dir / "nqueens.safetensors", modes="continuous,request", jobs=3, width=2,
+         slots=4, threads=1, seeded=False)  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.count("jobs/s") == 2 and "trajectory-steps per answer" in out
+    assert "request: " in out and "128.0 trajectory-steps" not in out  # width 2 x 8 steps = 16 at most
+    assert "continuous / request: " in out
