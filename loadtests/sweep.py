@@ -4,7 +4,8 @@
 
 For each mode the sweep starts `gram serve` itself (GRAM_BATCHING=<mode>) on a free loopback port,
 offers a geometric series of Poisson loads (the same requests, seeded by load level, in every mode),
-stops one point after the service saturates, and stops the service by pid. It writes ``sweep.csv``,
+stops one point after the service saturates, bisects ``--refine`` times between the last load within the
+p99 target and the first beyond it, and stops the service by pid. It writes ``sweep.csv``,
 ``ratios.json`` and three PNG plots under ``--out``.
 """
 
