@@ -198,6 +198,14 @@ def read_rows(path: Path) -> list[dict[str, object]]:
     return rows
 
 
+def _work_figure(
+    traces: list[Trace], k: int, s: int, stall: tuple[int, int], concurrency: int | None = None
+) -> dict[str, float]:
+    """first_found_work under the engine's default exits, beside request-level batching's k * s."""
+    w = first_found_work(traces, k, s, "verified+halt+stall", *stall, concurrency=concurrency)
+    return {"steps": round(w, 2), "request_steps": k * s, "work_ratio": round(k * s / w, 3)}
+
+
 def write_study(
     traces: dict[str, list[Trace]], meta: dict[str, Any], stall: tuple[int, int], out: Path
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
@@ -221,16 +229,13 @@ def write_study(
         # trajectory-steps an unseeded one-answer job of width k costs the continuous engine (defaults),
         # against k * max_steps for request-level batching: the work ratio bounds the throughput ratio
         "first_found_work": {
-            f"w{k}": {"steps": round(w, 2), "request_steps": k * s, "work_ratio": round(k * s / w, 3)}
-            for k in (1, 4, 16, 64) if k <= width
-            for w in [first_found_work(traces["gram"], k, s, "verified+halt+stall", *stall)]
+            f"w{k}": _work_figure(traces["gram"], k, s, stall) for k in (1, 4, 16, 64) if k <= width
         },
         # the same at width 16 when the job holds at most c slots at a time: round-robin admission on a
         # saturated engine, where fewer of its trajectories run past the first answer
         "first_found_work_by_concurrency": {
-            f"w16/c{c}": {"steps": round(w, 2), "request_steps": 16 * s, "work_ratio": round(16 * s / w, 3)}
+            f"w16/c{c}": _work_figure(traces["gram"], 16, s, stall, c)
             for c in (1, 2, 4, 8, 16) if width >= 16
-            for w in [first_found_work(traces["gram"], 16, s, "verified+halt+stall", *stall, concurrency=c)]
         },
         # what each (patience, min steps) would give at full width and steps: coverage kept vs steps spent
         "stall_sweep": {
