@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from model.gram import GRAM, NoiseKeys
-from model.tasks.base import Instance, Task
+from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
 from service.jobs import Job, JobKind, Outcome, Result, Solution
 from service.scheduler import FinishedJob, RowOutcome, Scheduler, StepPlan
@@ -130,14 +130,10 @@ class Engine:
     def submit(self, job: Job) -> Future[Result]:
         """Queue a job; its Result arrives on the returned future. Raises QueueFull or ValueError."""
         job = self._resolve(job)
-        spec = self.task.spec
-        x = torch.as_tensor(job.x, dtype=torch.int64)
-        if x.shape != (spec.seq_len, spec.in_group):
-            raise ValueError(f"job.x must be [{spec.seq_len}][{spec.in_group}], got {list(x.shape)}")
-        if x.numel() and not (0 <= int(x.min()) and int(x.max()) < spec.in_vocab):
-            # checked here: a bad token would fail the whole batch's step, not just this job
-            raise ValueError(f"job.x tokens must be in 0..{spec.in_vocab - 1}")
-        pending = _Pending(job=job, x=x.to(self.device), future=Future())
+        # checked here: a bad token would fail the whole batch's step, not just this job
+        _check_tokens(job.x, self.task.spec)
+        x = torch.tensor(job.x, dtype=torch.int64, device=self.device)
+        pending = _Pending(job=job, x=x, future=Future())
         pending.future.set_running_or_notify_cancel()
         with self._lock:
             if self._stopping or self._thread is None:
@@ -428,6 +424,21 @@ class Engine:
         if patience < 0:
             raise ValueError(f"stall_patience must be >= 0, got {patience}")
         return replace(job, max_steps=steps, stall_patience=patience)
+
+
+def _check_tokens(x: Any, spec: TaskSpec) -> None:
+    """job.x must be [seq_len][in_group] ints in 0..in_vocab-1. Checked in Python on the list, not with
+    torch reductions: after an idle gap each torch op a request touches outside the model step costs
+    0.1-0.2 ms on this VM's cold caches (BENCHMARKS.md, service overhead)."""
+    if not isinstance(x, list) or len(x) != spec.seq_len or any(
+        not isinstance(row, list) or len(row) != spec.in_group for row in x
+    ):
+        raise ValueError(f"job.x must be [{spec.seq_len}][{spec.in_group}] (a list of lists)")
+    vocab = spec.in_vocab
+    for row in x:
+        for token in row:
+            if type(token) is not int or not 0 <= token < vocab:
+                raise ValueError(f"job.x tokens must be ints in 0..{vocab - 1}, got {token!r}")
 
 
 def _config(model: Any, name: str, default: Any) -> Any:

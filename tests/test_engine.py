@@ -179,6 +179,9 @@ def test_bad_jobs_are_refused_at_submit(make_engine) -> None:
         engine.submit(Job.new(model="toy", task="toy", x=[[1], [2]]))
     with pytest.raises(ValueError, match="tokens"):
         engine.submit(Job.new(model="toy", task="toy", x=[[1], [2], [99], [1]]))
+    for not_an_int in (1.5, True, "1"):  # torch would have cast these to a token silently
+        with pytest.raises(ValueError, match="tokens must be ints"):
+            engine.submit(Job.new(model="toy", task="toy", x=[[1], [2], [not_an_int], [1]]))
     with pytest.raises(ValueError, match="max_steps"):
         engine.submit(toy_job(seed=1, max_steps=100_000))
 

@@ -73,11 +73,12 @@ def all_solutions(n: int) -> tuple[Placement, ...]:
 
 def placement_tokens(n: int, queens: dict[int, int]) -> torch.Tensor:
     """LongTensor[12, 1]: ``COL0 + column`` in rows with a queen, OPEN in the other board rows, PAD below."""
-    rows = torch.full((SIDE, 1), PAD, dtype=torch.long)
-    rows[:n] = OPEN
+    # built as a list, one tensor at the end: per-element tensor writes cost ~0.2 ms a request from cold
+    # caches (the service parses every /solve body with this)
+    rows = [OPEN] * n + [PAD] * (SIDE - n)
     for r, c in queens.items():
         rows[r] = COL0 + c
-    return rows
+    return torch.tensor(rows, dtype=torch.long).reshape(SIDE, 1)
 
 
 def board_size(x: torch.Tensor) -> int:
