@@ -7,12 +7,13 @@ measurement, overridable with GRAM_CPU_PATH=auto|fp32|bf16|compile|bf16+compile.
 Every path takes and returns the engine's tensors unchanged in dtype (fp32 slot state): the bf16 path
 casts h, l, e_x on the way in and the new h, l on the way out, so the engine never sees a mixed batch.
 "bf16+compile" runs bf16 weights with torch.compile of the whole transition (K f_L updates, f_H, the
-prior's guidance and its noise; short sequences take the fused short-form attention): the fastest path
-measured for N-Queens, colouring and Sudoku (1.2-1.6x bf16 eager; kernels/README.md). "compile" compiles
-only the fp32 recursive core; it never won here, so auto does not spend a compilation on it, but it stays
-selectable. The batch dimension is dynamic, so one graph serves every batch size >= 2 (plus one for
-batch 1); both are built before make_step returns, so no request pays for a compilation. Compiling costs
-15-20 s per model on this CPU with a cold inductor cache, 2-5 s with a warm one.
+prior's guidance and its noise; short sequences take the fused short-form attention) and of the step's
+decode: the fastest path measured for N-Queens, colouring and Sudoku (1.2-1.6x bf16 eager;
+kernels/README.md). "compile" compiles only the fp32 recursive core; it never won here, so auto does not
+spend a compilation on it, but it stays selectable. The batch dimension is dynamic, so one graph serves
+every batch size >= 2 (plus one for batch 1); both are built before make_step returns, so no request
+pays for a compilation. Compiling costs 15-20 s per model on this CPU with a cold inductor cache, 2-5 s
+with a warm one.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ SHORT_SEQUENCE = 64  # longest P + L for which compile_transition uses reference
 
 
 def compile_transition(net: Any) -> Any:
-    """Compile ``net``'s whole transition in place (K f_L updates, f_H and the prior's guidance with its
-    counter-based noise) and return net: the bf16+compile path.
+    """Compile ``net``'s whole transition (K f_L updates, f_H and the prior's guidance with its
+    counter-based noise) and its decode in place, and return net: the bf16+compile path.
 
     Against compile_core this also fuses the guidance (the Philox rounds and Box-Muller are dozens of
     eager integer ops per call) and, for sequences of at most SHORT_SEQUENCE positions, computes the
@@ -90,6 +91,11 @@ def compile_transition(net: Any) -> Any:
             if isinstance(module, SelfAttention):
                 module.short_form = True
     net.transition = torch.compile(net.transition, dynamic=True)
+    # The step's end too (decoder, argmax and log-probability, PAD mask, heads): a dozen eager ops that
+    # cost ~0.4 ms a step at any batch size (2.8 -> 2.4 ms at 1 slot, 21.7 -> 21.3 at 32), with the same
+    # tokens and h bit for bit. Compiling the whole step as one graph saved more at 1 slot but took 60 s
+    # to compile and changed h in bf16 rounding, so seeded answers would have changed.
+    net.decode = torch.compile(net.decode, dynamic=True)
     return net
 
 

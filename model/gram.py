@@ -136,6 +136,12 @@ class GRAM(nn.Module):
         c = self.config
         for t in range(c.T):
             h, l = self.transition(h, l, e_x, self._prior_guide(noise, t))
+        tokens, logprob, q_halt, value = self.decode(h, e_x)
+        return StepOutput(h=h, l=l, tokens=tokens, token_logprob=logprob, q_halt=q_halt, value=value)
+
+    def decode(self, h: torch.Tensor, e_x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The end of a step (eq. 2): (tokens, token_logprob, q_halt, value) from h. A method of its own
+        so that the CPU path can compile it as one graph (kernels/cpu_path.py)."""
         out = self.readout(h)
         tokens, logprob = ops.decode_epilogue(out.logits)
         # README contract: a position whose input sub-tokens are all PAD (off-board cell, absent node) is
@@ -144,10 +150,7 @@ class GRAM(nn.Module):
         pad = self.pad_positions(e_x)
         tokens = tokens.masked_fill(pad.unsqueeze(-1), 0)
         logprob = logprob.masked_fill(pad.unsqueeze(-1), 0.0)
-        return StepOutput(
-            h=h, l=l, tokens=tokens, token_logprob=logprob,
-            q_halt=out.q_halt.float(), value=torch.sigmoid(out.value_logit.float()),
-        )
+        return tokens, logprob, out.q_halt.float(), torch.sigmoid(out.value_logit.float())
 
     def pad_positions(self, e_x: torch.Tensor) -> torch.Tensor:
         """bool [B, L]: content positions whose input was all PAD, read off e_x by comparison with the

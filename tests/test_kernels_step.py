@@ -184,6 +184,21 @@ def test_compile_transition_uses_the_short_attention_on_its_copy_only() -> None:
     assert not any(m.short_form for m in model.modules() if isinstance(m, SelfAttention))
 
 
+def test_compiled_decode_matches_the_eager_one() -> None:
+    """bf16+compile also compiles the step's decode (readout, argmax, log-probability, PAD mask, heads):
+    on the same state it must give the eager decode's tokens and PAD rows, and its scores."""
+    model = _small_model("attn").to(torch.bfloat16)
+    compiled = cpu_path.compile_transition(copy.deepcopy(model))
+    h, _, e_x, _ = step_inputs(model, 5)
+    with torch.inference_mode():
+        h, e_x = h.to(torch.bfloat16).clone(), e_x.to(torch.bfloat16).clone()
+        eager = model.decode(h, e_x)
+        got = compiled.decode(h, e_x)
+    assert torch.equal(got[0], eager[0])  # tokens, PAD rows included
+    for a, b in zip(got[1:], eager[1:], strict=True):  # token log-probs, q_halt, value
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
 def test_runner_on_cpu_follows_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from kernels.runner import make_runner
 
