@@ -79,10 +79,12 @@ def _cases(every_config: bool) -> list[dict]:
                            {"HAS_U": True, "BLOCK": triton_guidance._BLOCK}, 4))
         for d in (64, 128, 256):
             sig = {"u_ptr": p, "w_ptr": p, "b_ptr": p, "out_ptr": p, "seed_ptr": "*i64", "traj_ptr": "*i64",
-                   "counter_ptr": "*i64", **{k: i32 for k in ("M", "M_BUCKET", "L", "D")},
+                   "counter_ptr": "*i64", "temp_ptr": "*fp32",
+                   **{k: i32 for k in ("M", "M_BUCKET", "L", "D")},
                    "sigma_min": "fp32", "s_w_n": "i64", "s_w_k": "i64"}
             for cfg in (triton_prior._CONFIGS if every_config else triton_prior._CONFIGS[:1]):
-                const = {"UPCAST": False, "PRECISION": precision, "BLOCK_D": d, **cfg.kwargs}
+                const = {"UPCAST": False, "HAS_TEMP": True, "PRECISION": precision, "BLOCK_D": d,
+                         **cfg.kwargs}
                 cases.append(_case(f"prior_guidance {dt} D{d}", str(cfg.kwargs),
                                    _jit(triton_prior._prior_guidance_kernel), sig, const, cfg.num_warps))
         sig = {k: p for k in ("mq_ptr", "sq_ptr", "mp_ptr", "sp_ptr", "out_ptr")} | {"n": i32}

@@ -104,10 +104,14 @@ def _inference(fn: StepFn) -> StepFn:
 
     Dynamo guards on the grad mode and on each input's dispatch keys, which differ between tensors made
     inside and outside inference_mode; the engine makes its tensors inside, a measurement outside. Either
-    would compile the step again (17 s measured) on the other's first call. The copies cost microseconds."""
+    would compile the step again (17 s measured) on the other's first call. The copies cost microseconds.
+    A missing temperature becomes 1 per slot (the same numbers: sigma * 1 is exact), so one graph serves
+    steps with and without one."""
 
     def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
         with torch.inference_mode():
+            if getattr(noise, "temperature", False) is None:
+                noise = dataclasses.replace(noise, temperature=torch.ones(h.shape[0], device=h.device))
             keys = dataclasses.replace(noise, **{f.name: getattr(noise, f.name).clone()
                                                  for f in dataclasses.fields(noise)})
             return fn(h.clone(), l.clone(), e_x.clone(), keys)

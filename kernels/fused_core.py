@@ -106,7 +106,8 @@ def _fused_prior_guide(model: Any, noise: Any, t: int) -> Any:
     def guide(u: torch.Tensor) -> torch.Tensor:
         counter = noise.step.to(u.device) * steps + t
         return ops.prior_guidance(u, head.proj.weight, head.proj.bias, head.sigma_min,
-                                  noise.seed.to(u.device), noise.traj.to(u.device), counter)
+                                  noise.seed.to(u.device), noise.traj.to(u.device), counter,
+                                  getattr(noise, "temperature", None))
 
     return guide
 

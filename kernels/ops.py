@@ -80,12 +80,14 @@ def guidance(
 
 def prior_guidance(
     u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigma_min: float,
-    seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
+    seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor, temperature: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Prior head + softplus + guidance in one kernel (u [B, L, D], D <= PRIOR_MAX_WIDTH)."""
+    """Prior head + softplus + guidance in one kernel (u [B, L, D], D <= PRIOR_MAX_WIDTH); sigma is
+    multiplied by each slot's ``temperature`` (float [B]) when given."""
     if u.dim() == 3 and u.shape[-1] <= PRIOR_MAX_WIDTH and use_triton(u, weight, bias):
-        return load_kernels("triton_prior").prior_guidance(u, weight, bias, sigma_min, seed, traj, counter)
-    return reference.prior_guidance(u, weight, bias, sigma_min, seed, traj, counter)
+        return load_kernels("triton_prior").prior_guidance(u, weight, bias, sigma_min, seed, traj, counter,
+                                                           temperature)
+    return reference.prior_guidance(u, weight, bias, sigma_min, seed, traj, counter, temperature)
 
 
 def gaussian_kl(

@@ -160,11 +160,14 @@ def swiglu_add_rmsnorm(
 
 def prior_guidance(
     u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigma_min: float,
-    seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
+    seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor, temperature: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The prior's whole guidance step (GRAM eq. 9 at inference): a linear head u -> (mu, raw) with
     weight [2D, D] (mu rows first) and bias [2D], sigma = sigma_min + softplus(raw) (in fp32, cast
-    back), then h = u + mu + sigma * eps from the per-slot counter stream."""
+    back), times each slot's ``temperature`` when given (float [B]; NoiseKeys.temperature), then
+    h = u + mu + sigma * eps from the per-slot counter stream."""
     mu, raw = F.linear(u, weight, bias).chunk(2, dim=-1)
     sigma = sigma_min + F.softplus(raw.float()).to(mu.dtype)
+    if temperature is not None:
+        sigma = sigma * temperature.to(sigma.device, sigma.dtype).view(-1, *([1] * (sigma.dim() - 1)))
     return guidance(u, mu, sigma, seed, traj, counter)

@@ -50,9 +50,9 @@ def _normal_at(seed, traj, counter, elems):
 @tuned(_CONFIGS, key=["M_BUCKET", "D"])
 @triton.jit
 def _prior_guidance_kernel(
-    u_ptr, w_ptr, b_ptr, out_ptr, seed_ptr, traj_ptr, counter_ptr,
+    u_ptr, w_ptr, b_ptr, out_ptr, seed_ptr, traj_ptr, counter_ptr, temp_ptr,
     M, M_BUCKET, L, D, sigma_min, s_w_n, s_w_k,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST: tl.constexpr, HAS_TEMP: tl.constexpr, PRECISION: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -85,6 +85,9 @@ def _prior_guidance_kernel(
     soft = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(tl.minimum(raw, 20.0))))
     sigma = (soft.to(dtype).to(tl.float32) + sigma_min).to(dtype).to(tl.float32)
     slot = rows // L
+    if HAS_TEMP:  # the model multiplies sigma by the slot's temperature, both in u's dtype
+        temp = tl.load(temp_ptr + slot, mask=row_ok, other=1.0).to(dtype).to(tl.float32)[:, None]
+        sigma = (sigma * temp).to(dtype).to(tl.float32)
     pos = rows % L
     seed = tl.load(seed_ptr + slot, mask=row_ok, other=0).to(tl.uint64)[:, None]
     traj = tl.load(traj_ptr + slot, mask=row_ok, other=0).to(tl.uint64)[:, None]
@@ -102,7 +105,8 @@ def fits(d: int) -> bool:
 
 
 def prior_guidance(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigma_min: float,
-                   seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
+                   seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
+                   temperature: torch.Tensor | None = None) -> torch.Tensor:
     """u [B, L, D]; weight [2D, D] (mu rows, then sigma rows); bias [2D]."""
     if u.dim() != 3:
         raise ValueError(f"prior_guidance: u must be [B, L, D], got {list(u.shape)}")
@@ -118,8 +122,14 @@ def prior_guidance(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, si
     if m == 0:
         return out
     keys = _keys(seed, traj, counter, b, u.device)
+    if temperature is not None and temperature.shape != (b,):
+        raise ValueError(f"prior_guidance: temperature must be [{b}], got {list(temperature.shape)}")
+    # float32 either way, so the kernel has one pointer signature (unread when HAS_TEMP is off)
+    temp = (torch.ones(1, device=u.device) if temperature is None
+            else temperature.to(u.device, torch.float32).contiguous())
     _prior_guidance_kernel[lambda meta: (triton.cdiv(m, meta["BLOCK_M"]),)](
-        u_c, weight, bias.contiguous(), out, *keys, m, next_pow2(m), length, d, float(sigma_min),
-        *weight.stride(), UPCAST=INTERPRET, PRECISION=dot_precision(u.dtype), BLOCK_D=max(16, next_pow2(d)),
+        u_c, weight, bias.contiguous(), out, *keys, temp, m, next_pow2(m), length, d, float(sigma_min),
+        *weight.stride(), UPCAST=INTERPRET, HAS_TEMP=temperature is not None,
+        PRECISION=dot_precision(u.dtype), BLOCK_D=max(16, next_pow2(d)),
     )
     return out

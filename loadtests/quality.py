@@ -61,7 +61,8 @@ def make_puzzles(task_name: str, count: int, seed: int, knobs: dict[str, int]) -
 
 
 def trace_model(
-    model: GRAM, task_name: str, puzzles: list[Instance], width: int, steps: int, chunk: int, seed: int
+    model: GRAM, task_name: str, puzzles: list[Instance], width: int, steps: int, chunk: int, seed: int,
+    temperature: float = 1.0,
 ) -> list[Trace]:
     task = get_task(task_name)
     # A deterministic model (the TRM-style baseline) gives the same trajectory whatever the noise key,
@@ -69,7 +70,8 @@ def trace_model(
     w = width if model.config.stochastic else 1
     traces = []
     for i, inst in enumerate(puzzles):
-        tr = trace_puzzle(model, task, inst, width=w, steps=steps, seed=seed + i, chunk=chunk)
+        tr = trace_puzzle(model, task, inst, width=w, steps=steps, seed=seed + i, temperature=temperature,
+                          chunk=chunk)
         if w != width:
             tr = Trace(
                 tr.solution_id.expand(width, -1), tr.halted.expand(width, -1), tr.unchanged.expand(width, -1),
@@ -265,6 +267,9 @@ def main(
     chunk: Annotated[int, typer.Option(help="trajectories per model call")] = 64,
     threads: Annotated[int, typer.Option(help="torch threads")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
+    temperature: Annotated[
+        float | None, typer.Option(help="GRAM prior temperature (default: the checkpoint's recommendation)")
+    ] = None,
     out: Annotated[Path, typer.Option()] = Path("loadtests/results/quality"),
     stall_patience: Annotated[
         int, typer.Option(help="the verified+stall policy's patience (the service's GRAM_STALL_PATIENCE)")
@@ -294,7 +299,7 @@ def main(
         traces = {label: [Trace(**t) for t in tr] for label, tr in saved.items()}
         meta = json.loads((out / "traces.json").read_text()) if (out / "traces.json").is_file() else {
             k: v for k, v in json.loads((out / "summary.json").read_text()).items()
-            if k in ("checkpoint", "task", "knobs", "puzzles", "width", "max_steps", "seconds")
+            if k in ("checkpoint", "task", "knobs", "puzzles", "width", "max_steps", "temperature", "seconds")
         }
         rows, summary = write_study(traces, meta, (stall_patience, stall_min_steps), out)
         plot_quality(rows, int(meta["width"]), int(meta["max_steps"]), out, f"{meta['task']} {meta['knobs']}")
@@ -307,10 +312,13 @@ def main(
     if task_name == "nqueens" and not knobs:
         knobs = {"n": 8}
     s = steps or model.config.n_sup
+    # what the service would run: the checkpoint's recommended prior temperature unless told otherwise
+    hot = float(temperature if temperature is not None else model.card.get("prior_temperature", 1.0))
     instances = make_puzzles(task_name, puzzles, seed, knobs)
     started = time.monotonic()
-    console.print(f"[bold]{checkpoint.name}[/bold]: {puzzles} puzzles x {width} trajectories x {s} steps")
-    traces = {"gram": trace_model(model, task_name, instances, width, s, chunk, seed)}
+    console.print(f"[bold]{checkpoint.name}[/bold]: {puzzles} puzzles x {width} trajectories x {s} steps, "
+                  f"prior temperature {hot:g}")
+    traces = {"gram": trace_model(model, task_name, instances, width, s, chunk, seed, hot)}
     if baseline is not None and str(baseline) not in ("", ".") and baseline.is_file():
         console.print(f"[bold]{baseline.name}[/bold] (deterministic baseline)")
         traces["baseline"] = trace_model(
@@ -318,7 +326,7 @@ def main(
         )
     meta: dict[str, Any] = {
         "checkpoint": str(checkpoint), "task": task_name, "knobs": knobs, "puzzles": puzzles, "width": width,
-        "max_steps": s, "seconds": round(time.monotonic() - started, 1),
+        "max_steps": s, "temperature": hot, "seconds": round(time.monotonic() - started, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
     if save_traces:

@@ -46,6 +46,7 @@ def trace_puzzle(
     width: int,
     steps: int,
     seed: int,
+    temperature: float = 1.0,
     chunk: int = 64,
     solution_cap: int = 10_000,
 ) -> Trace:
@@ -64,9 +65,11 @@ def trace_puzzle(
         h, l = model.init_state(b)
         traj = torch.arange(lo, lo + b, dtype=torch.int64)
         seeds = torch.full((b,), seed, dtype=torch.int64)
+        hot = None if temperature == 1.0 else torch.full((b,), float(temperature))  # the prior's temperature
         previous: torch.Tensor | None = None
         for n in range(steps):
-            out = model.step(h, l, e_x, NoiseKeys(seeds, traj, torch.full((b,), n, dtype=torch.int64)))
+            noise = NoiseKeys(seeds, traj, torch.full((b,), n, dtype=torch.int64), hot)
+            out = model.step(h, l, e_x, noise)
             h, l = out.h, out.l
             if previous is not None:
                 unchanged[lo : lo + b, n] = (out.tokens == previous).flatten(1).all(1).cpu()

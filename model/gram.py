@@ -35,6 +35,16 @@ class NoiseKeys:
     seed: torch.Tensor
     traj: torch.Tensor
     step: torch.Tensor
+    # Not a key: each slot's prior temperature (float [B]), multiplying the prior's sigma when the step
+    # samples. None: 1 for every slot, the trained prior. Above 1 the trajectories spread further: more
+    # distinct puzzles solved at a given width, each trajectory a little less accurate (BENCHMARKS.md).
+    # Training never sets it. sigma * 1.0 is exact, so a slot at 1 steps bit for bit as with None.
+    temperature: torch.Tensor | None = None
+
+
+def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values [B] as a [B, 1, ...] factor broadcasting over ``like`` [B, ...], in like's dtype and device."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 @dataclass
@@ -184,6 +194,8 @@ class GRAM(nn.Module):
 
         def guide(u: torch.Tensor) -> torch.Tensor:
             mu, sigma = self.prior(u)
+            if noise.temperature is not None:
+                sigma = sigma * per_row(noise.temperature, sigma)
             counter = noise.step.to(u.device) * T + t
             return ops.guidance(u, mu, sigma, noise.seed.to(u.device), noise.traj.to(u.device), counter)
 

@@ -153,7 +153,8 @@ def create_app(
             info = runtime.cards.get(name, {})
             cards.append(ModelCard(
                 name=name, task=engine.task.name, ready=engine.ready, slots=engine.slots,
-                batching=engine.mode.value, n_sup=engine.n_sup, parameters=info.get("parameters"),
+                batching=engine.mode.value, n_sup=engine.n_sup, temperature=engine.temperature,
+                parameters=info.get("parameters"),
                 config=info.get("config", {}), card=info.get("card", {}), markdown=info.get("markdown"),
             ))
         if not runtime.engines and hasattr(queue, "model_cards"):  # Redis mode: what the workers serve

@@ -36,6 +36,7 @@ def cache_key(job: Job, model_version: str = "") -> str:
         "max_steps": job.max_steps,
         "stall_patience": job.stall_patience,
         "seed": job.seed,
+        "temperature": job.temperature,
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
     return KEY_PREFIX + hashlib.sha256(text.encode()).hexdigest()

@@ -39,7 +39,7 @@ from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
 from service.jobs import Job, JobKind, Outcome, Result, Solution
 from service.scheduler import FinishedJob, RowOutcome, Scheduler, StepPlan
-from service.settings import BatchingMode, Settings
+from service.settings import MAX_TEMPERATURE, BatchingMode, Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,12 @@ class Engine:
             log.info("engine %s: step path %s", name, self.step_path)
         self.max_steps_cap = settings.max_steps_cap
         self.stall_patience = settings.stall_patience
+        # The prior temperature of jobs that give none: the server's setting, else the checkpoint's
+        # recommendation (measured per checkpoint, in its card), else 1 (the trained prior).
+        card = getattr(model, "card", None) or {}
+        self.temperature = float(
+            settings.temperature if settings.temperature is not None else card.get("prior_temperature", 1.0)
+        )
         self.scheduler = Scheduler(
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
             admission=settings.admission, stall_min_steps=settings.stall_min_steps,
@@ -118,6 +124,7 @@ class Engine:
         self._x: torch.Tensor | None = None
         self._tokens: torch.Tensor | None = None  # each slot's last candidate, for stall exit
         self._seed = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
+        self._temperature = torch.ones(self.slots, dtype=torch.float32, device=self.device)
         self._job_ex: dict[str, torch.Tensor] = {}  # job id -> e_x [P + L, D], encoded once per job
         self._finish_times: deque[float] = deque(maxlen=64)  # for Retry-After
         self.iterations = 0
@@ -175,7 +182,7 @@ class Engine:
         return {
             "batching": self.mode.value, "n_sup": self.n_sup, "stall_patience": self.stall_patience,
             "stall_min_steps": self.scheduler.stall_min_steps, "use_halting": self.scheduler.use_halting,
-            "step_path": self.step_path,
+            "step_path": self.step_path, "temperature": self.temperature,
         }
 
     def warmup(self) -> None:
@@ -187,7 +194,8 @@ class Engine:
             e_x = self.model.encode(x)
             h, l = self.model.init_state(1)
             zero = torch.zeros(1, dtype=torch.int64, device=self.device)
-            out = self._run_step(h.to(self.device), l.to(self.device), e_x, NoiseKeys(zero, zero, zero))
+            keys = NoiseKeys(zero, zero, zero, self._temperature[:1])
+            out = self._run_step(h.to(self.device), l.to(self.device), e_x, keys)
             self.task.verify(out.tokens, x)
         self.ready = True
 
@@ -261,6 +269,7 @@ class Engine:
             seed=self._seed[idx],
             traj=torch.tensor([r.traj for r in rows], dtype=torch.int64, device=self.device),
             step=torch.tensor([r.step for r in rows], dtype=torch.int64, device=self.device),
+            temperature=self._temperature[idx],
         )
         with torch.inference_mode():
             out = self._run_step(h, l, e_x, noise)
@@ -296,6 +305,9 @@ class Engine:
         self._x[idx] = torch.stack([self._pending[r.job_id].x for r in new])
         self._seed[idx] = torch.tensor(
             [self._pending[r.job_id].job.seed for r in new], dtype=torch.int64, device=self.device
+        )
+        self._temperature[idx] = torch.tensor(
+            [self._pending[r.job_id].job.temperature for r in new], dtype=torch.float32, device=self.device
         )
 
     def _allocate(self, h0: torch.Tensor, l0: torch.Tensor, e_x: torch.Tensor) -> None:
@@ -423,7 +435,10 @@ class Engine:
         patience = job.stall_patience if job.stall_patience is not None else self.stall_patience
         if patience < 0:
             raise ValueError(f"stall_patience must be >= 0, got {patience}")
-        return replace(job, max_steps=steps, stall_patience=patience)
+        temperature = float(job.temperature if job.temperature is not None else self.temperature)
+        if not 0 < temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature must be in (0, {MAX_TEMPERATURE:g}], got {temperature}")
+        return replace(job, max_steps=steps, stall_patience=patience, temperature=temperature)
 
 
 def _check_tokens(x: Any, spec: TaskSpec) -> None:

@@ -31,6 +31,7 @@ def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
         model=model, task=task, x=instance.x.tolist(), meta=instance.meta, kind=JobKind.solve,
         num_trajectories=body.num_trajectories, max_solutions=body.max_solutions, max_steps=body.max_steps,
         stall_patience=body.stall_patience, seed=resolve_seed(body.seed),
+        temperature=_float(body.temperature),
         deadline=deadline(settings, body.timeout_ms), seeded=body.seed is not None,
     )
 
@@ -43,6 +44,7 @@ def sample_job(settings: Settings, body: SampleRequest, model: str) -> Job:
     return Job.new(
         model=model, task="mnist", x=instance.x.tolist(), meta=instance.meta, kind=JobKind.sample,
         num_trajectories=body.n, max_solutions=body.n, max_steps=body.steps, seed=resolve_seed(body.seed),
+        temperature=_float(body.temperature),
         deadline=deadline(settings, body.timeout_ms), seeded=body.seed is not None,
     )
 
@@ -57,6 +59,10 @@ def check_limits(settings: Settings, steps: int | None, steps_field: str, timeou
         raise TaskInputError(
             f"timeout_ms = {timeout_ms} is over the limit {settings.max_timeout_ms}", "timeout_ms"
         )
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def resolve_seed(seed: int | None) -> int:

@@ -49,6 +49,7 @@ class Job:
     # row (0: never); None: the engine's GRAM_STALL_PATIENCE
     stall_patience: int | None = None
     seed: int = 0
+    temperature: float | None = None  # the prior's temperature; None: the engine's default for its model
     deadline: float | None = None  # Unix seconds; None: no deadline
     submitted_at: float = field(default_factory=time.time)
     seeded: bool = False  # the client chose the seed: the Redis result cache may answer it (service/cache.py)

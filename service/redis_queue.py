@@ -378,7 +378,7 @@ class RedisJobQueue:
 
     async def model_cards(self) -> list[dict[str, Any]]:
         """/models in Redis mode: each served model as its worker registered it (fields of ModelCard)."""
-        fields = ("task", "slots", "batching", "n_sup", "parameters", "config", "card")
+        fields = ("task", "slots", "batching", "n_sup", "temperature", "parameters", "config", "card")
         return [{"name": name, "ready": True, **{k: info[k] for k in fields if k in info}}
                 for name, info in sorted((await self.served_models()).items())]
 

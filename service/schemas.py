@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from service.settings import MAX_TEMPERATURE
+
 MAX_SEED = 2**63 - 1
 
 SUDOKU_EXAMPLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
@@ -47,6 +49,11 @@ class SolveCommon(_Strict):
         None, ge=0, le=MAX_SEED,
         description="same seed, same answer; null draws a random seed and answers with the first "
                     "max_solutions found in any trajectory (faster, not reproducible)",
+    )
+    temperature: Number | None = Field(
+        None, gt=0, le=MAX_TEMPERATURE,
+        description="prior temperature: above 1 the trajectories explore further (more distinct solutions, "
+                    "each trajectory less often right); default: the model's recommended value (GET /models)",
     )
     timeout_ms: Number | None = Field(
         None, gt=0, description="deadline; when reached the answer is partial (complete: false)"
@@ -130,6 +137,10 @@ class SampleRequest(_Strict):
     n: StrictInt = Field(8, ge=1, le=64, description="images to sample")
     steps: StrictInt | None = Field(None, ge=1, description="supervision steps (default: the model's N_sup)")
     seed: StrictInt | None = Field(None, ge=0, le=MAX_SEED)
+    temperature: Number | None = Field(
+        None, gt=0, le=MAX_TEMPERATURE,
+        description="prior temperature (default: the model's recommended value, GET /models)",
+    )
     format: Literal["png", "bits"] = Field("png", description="png: base64 PNG per image; bits: 28 rows")
     timeout_ms: Number | None = Field(None, gt=0)
     model_config = ConfigDict(json_schema_extra={"examples": [{"n": 4, "seed": 0, "format": "png"}]})
@@ -153,6 +164,7 @@ class ModelCard(BaseModel):
     slots: int
     batching: str
     n_sup: int
+    temperature: float = Field(1.0, description="prior temperature of requests that give none")
     parameters: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     card: dict[str, Any] = Field(default_factory=dict)

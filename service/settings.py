@@ -15,6 +15,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "model" / "weights"
+MAX_TEMPERATURE = 10.0  # prior temperatures above this only add noise (BENCHMARKS.md, "Prior temperature")
 
 
 class BatchingMode(StrEnum):
@@ -66,6 +67,14 @@ class Settings(BaseSettings):
     use_halting: bool = Field(
         True, description="continuous mode: retire a trajectory when the model's halting head says stop "
                           "(q_halt > 0); false ignores it (e.g. a head that fires early on wrong answers)",
+    )
+    # The prior's temperature (NoiseKeys.temperature): above 1, a width's trajectories spread further and
+    # solve more distinct puzzles. Measured per checkpoint, so the default is each checkpoint's own
+    # (its card's prior_temperature; N-Queens ships 2.5, BENCHMARKS.md "Prior temperature").
+    temperature: float | None = Field(
+        None, gt=0, le=MAX_TEMPERATURE,
+        description="prior temperature for requests that give none; unset: each checkpoint's recommended "
+                    "value (its card's prior_temperature, else 1: the trained prior)",
     )
     weights_dir: Path = DEFAULT_WEIGHTS_DIR
     models: str = Field("", description="comma-separated checkpoint names to load; empty: all in weights_dir")

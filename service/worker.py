@@ -161,6 +161,7 @@ class Worker:
             card = self.runtime.cards.get(name, {})
             models[name] = {
                 "task": engine.task.name, "n_sup": engine.n_sup, "slots": engine.slots,
+                "temperature": engine.temperature,
                 "batching": str(engine.mode), "version": self.versions.get(name, ""),
                 "answer_settings": engine.answer_settings(), **card,
             }

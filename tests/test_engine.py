@@ -273,3 +273,37 @@ def test_engine_steps_a_gram_model_through_the_cpu_path_setting(monkeypatch: pyt
     assert engine.step_path == "cpu+bf16"
     engine.warmup()  # one step through the bf16 path, tensors back in the engine's fp32
     assert engine.ready
+
+
+def test_each_job_steps_at_its_temperature(make_engine) -> None:
+    """A job's temperature (else the engine's default) reaches the prior of every slot it holds."""
+    engine = make_engine(slots=8, temperature=2.0)
+    seen: dict[int, set[float]] = {}  # seed -> temperatures its rows stepped at
+    step = engine._run_step
+
+    def spy(h, l, e_x, noise):  # type: ignore[no-untyped-def]
+        for seed, temperature in zip(noise.seed.tolist(), noise.temperature.tolist(), strict=True):
+            seen.setdefault(seed, set()).add(round(temperature, 6))
+        return step(h, l, e_x, noise)
+
+    engine._run_step = spy
+    hot = engine.submit(toy_job(seed=101, width=3, temperature=0.5))
+    default = engine.submit(toy_job(seed=102, width=3))
+    hot.result(timeout=10), default.result(timeout=10)
+    assert seen[101] == {0.5} and seen[102] == {2.0}
+    assert engine.answer_settings()["temperature"] == 2.0  # part of the Redis result-cache key
+
+
+def test_default_temperature_is_the_setting_else_the_checkpoints_card() -> None:
+    model = FakeModel()
+    assert Engine("toy", model, TASK, Settings()).temperature == 1.0  # no card: the trained prior
+    model.card = {"prior_temperature": 2.5}  # type: ignore[attr-defined]
+    assert Engine("toy", model, TASK, Settings()).temperature == 2.5
+    assert Engine("toy", model, TASK, Settings(temperature=1.5)).temperature == 1.5
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, 11.0])
+def test_a_temperature_out_of_range_is_refused(make_engine, temperature: float) -> None:
+    engine = make_engine(slots=1)
+    with pytest.raises(ValueError, match="temperature"):
+        engine.submit(toy_job(seed=1, temperature=temperature))

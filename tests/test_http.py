@@ -154,6 +154,8 @@ def test_health_ready_and_model_cards(url: str) -> None:
     assert {c["task"] for c in cards} == set(TASKS)
     assert all(c["ready"] and c["slots"] == 32 and c["batching"] == "continuous" and c["n_sup"] >= 1
                for c in cards)
+    # each model's default prior temperature: its checkpoint card's recommendation, else 1
+    assert all(c["temperature"] == c["card"].get("prior_temperature", 1.0) for c in cards)
 
 
 # -- answers checked by the exact solvers ----------------------------------------------------------

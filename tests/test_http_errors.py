@@ -95,6 +95,9 @@ def detail(response: httpx.Response) -> str:
         ({"task": "nqueens", "n": 8, "seed": -1}, "seed"),
         ({"task": "nqueens", "n": 8, "seed": 2**64}, "seed"),
         ({"task": "nqueens", "n": 8, "timeout_ms": 0}, "timeout_ms"),
+        ({"task": "nqueens", "n": 8, "temperature": 0}, "temperature"),
+        ({"task": "nqueens", "n": 8, "temperature": 10.5}, "temperature"),
+        ({"task": "nqueens", "n": 8, "temperature": "hot"}, "temperature"),
         ({"task": "nqueens", "n": 8, "timeout_ms": "soon"}, "timeout_ms"),
         ({"task": "nqueens", "n": 8, "colour": "blue"}, "colour"),
         ({"task": "nqueens", "n": 8, "model": "sudoku"}, "does not serve task 'nqueens'"),
@@ -119,7 +122,7 @@ def test_malformed_json_gets_422(app: Any, content: bytes) -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [({"n": 0}, "n"), ({"n": 65}, "n"), ({"format": "gif"}, "format"), ({"steps": 99}, "steps"),
-     ({"seed": "x"}, "seed")],
+     ({"seed": "x"}, "seed"), ({"temperature": -1}, "temperature")],
 )
 def test_invalid_sample_bodies_get_422(app: Any, body: dict[str, Any], needle: str) -> None:
     response = call(app, "POST", "/sample", json=body)

@@ -90,18 +90,40 @@ def test_guidance_matches_reference_on_strided_heads(dtype: torch.dtype) -> None
     torch.testing.assert_close(got, want, **tol)
 
 
+@pytest.mark.parametrize("hot", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("length,dim", [(7, 37), (18, 64)])
-def test_prior_guidance_matches_the_composed_head(dtype: torch.dtype, length: int, dim: int) -> None:
+def test_prior_guidance_matches_the_composed_head(
+    dtype: torch.dtype, length: int, dim: int, hot: bool
+) -> None:
     torch.manual_seed(1)
     u = torch.randn(5, length, dim).to(dtype)
     weight = (torch.randn(2 * dim, dim) / dim**0.5).to(dtype)
     bias = (torch.randn(2 * dim) * 2).to(dtype)  # sigma spans softplus' curve, incl. the x > 20 branch
     bias[dim] = 25.0
-    got = ops.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER)
-    want = reference.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER)
-    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.25, rtol=2e-2)
+    temperature = torch.tensor([1.0, 2.5, 0.5, 1.3, 3.0]) if hot else None  # per slot
+    got = ops.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER, temperature)
+    want = reference.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER, temperature)
+    bf16_atol = 0.75 if hot else 0.25  # a slot at temperature 3 draws three times the spread
+    tol = dict(atol=1e-4, rtol=1e-5) if dtype == torch.float32 else dict(atol=bf16_atol, rtol=2e-2)
     torch.testing.assert_close(got, want, **tol)
+
+
+def test_prior_temperature_scales_only_the_noise_of_its_slot() -> None:
+    """h = u + mu + temperature * sigma * eps: the same draw, spread by each slot's temperature; a slot at
+    1 steps exactly as with no temperature at all."""
+    torch.manual_seed(2)
+    dim = 16
+    u = torch.randn(5, 3, dim)
+    weight, bias = torch.randn(2 * dim, dim) / dim**0.5, torch.randn(2 * dim)
+    mu = torch.nn.functional.linear(u, weight, bias)[..., :dim]
+    temperature = torch.tensor([1.0, 2.5, 1.0, 0.5, 3.0])
+    base = ops.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER)
+    hot = ops.prior_guidance(u, weight, bias, 1e-3, SEED, TRAJ, COUNTER, temperature)
+    assert (base - u - mu).abs().mean() > 0.1
+    spread = temperature.view(-1, 1, 1) * (base - u - mu)
+    torch.testing.assert_close(hot - u - mu, spread, atol=1e-4, rtol=1e-4)
+    assert torch.equal(hot[[0, 2]], base[[0, 2]])
 
 
 def test_guidance_rejects_a_key_count_that_does_not_match_the_batch() -> None:

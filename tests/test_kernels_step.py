@@ -4,6 +4,7 @@ torch path on a small model; the CUDA-graph wrapper's bucketing; the CPU path se
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton (kernels.backend also does)
@@ -53,6 +54,33 @@ def test_triton_step_and_fused_step_match_the_torch_step(mixer: str) -> None:
     _assert_steps_close(fused, want)
     _assert_steps_close(fused_on_torch, want, atol=1e-5)
     assert unfuse(fused_model) == 2 and not is_fused(fused_model)
+
+
+def test_prior_temperature_reaches_every_step_path() -> None:
+    """NoiseKeys.temperature spreads each slot's trajectory on the torch step, the Triton step, the fused
+    step (whose prior kernel reads it per slot), the bf16+compile CPU path and a CUDA-graphed step alike;
+    a slot at 1 steps exactly as with none."""
+    model = _small_model("attn")
+    h, l, e_x, noise = step_inputs(model, 3)
+    hot = dataclasses.replace(noise, temperature=torch.tensor([1.0, 3.0, 0.5]))
+    with kernels_mode("torch"):
+        cold = model.step(h, l, e_x, noise)
+        want = model.step(h, l, e_x, hot)
+        compiled = cpu_path.make_step(model, "bf16+compile")
+        compiled_cold, compiled_hot = compiled(h, l, e_x, noise), compiled(h, l, e_x, hot)
+        graphed = GraphedStep(model, buckets=(4,), emulate=True)
+        graphed_cold, graphed_hot = graphed(h, l, e_x, noise), graphed(h, l, e_x, hot)
+    assert torch.equal(want.h[0], cold.h[0])  # slot 0 at 1: bit for bit
+    assert (want.h[1:] - cold.h[1:]).abs().amax((1, 2)).min() > 0.1  # the others spread or narrowed
+    with kernels_mode("triton"):
+        fused_model = copy.deepcopy(model)
+        fuse(fused_model)
+        _assert_steps_close(model.step(h, l, e_x, hot), want)
+        _assert_steps_close(fused_model.step(h, l, e_x, hot), want)
+    assert torch.equal(compiled_hot.h[0], compiled_cold.h[0])
+    assert (compiled_hot.h[1:] - want.h[1:]).abs().max() < (compiled_cold.h[1:] - want.h[1:]).abs().max()
+    _assert_steps_close(graphed_cold, cold)
+    _assert_steps_close(graphed_hot, want)
 
 
 def test_a_slot_steps_the_same_alone_or_in_a_batch_on_the_triton_path() -> None:

@@ -14,6 +14,7 @@ import typer
 
 from loadtests.quality_policy import evaluate, first_found_work, run_policy, steps_saved_at_equal_coverage
 from loadtests.quality_trace import NOT_VALID, Trace, trace_puzzle
+from model.checkpoint import read_config
 from model.gram import NoiseKeys, StepOutput
 from model.tasks.registry import get_task
 
@@ -129,6 +130,7 @@ class _OracleModel:
 
     def step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> StepOutput:
         b = h.shape[0]
+        self.temperatures = None if noise.temperature is None else set(noise.temperature.tolist())
         good = (noise.traj % 2 == 0) & (noise.step >= 1)
         tokens = torch.where(good[:, None, None], self.solution.expand(b, -1, -1), self.x.expand(b, -1, -1))
         return StepOutput(
@@ -154,6 +156,9 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
     assert tr.unchanged.tolist() == [
         [False, False, True, True] if t % 2 == 0 else [False, True, True, True] for t in range(5)
     ]
+    assert model.temperatures is None  # 1: the trained prior, as the engine's default
+    trace_puzzle(model, task, inst, width=2, steps=1, seed=1, temperature=2.5)
+    assert model.temperatures == {2.5}
 
 
 def replay_through(sched: Any, tr: Trace) -> Any:
@@ -276,6 +281,8 @@ def test_the_quality_command_writes_its_study_and_replayable_traces(tmp_path: An
                                       "--save-traces", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
+    _, card = read_config("model/weights/nqueens.safetensors")
+    assert summary["temperature"] == card.get("prior_temperature", 1.0)  # what the service runs by default
     assert set(summary["first_found_work"]) == {"w1", "w4"}
     for k, figure in ((1, summary["first_found_work"]["w1"]), (4, summary["first_found_work"]["w4"])):
         assert figure["request_steps"] == 2 * k and k <= figure["steps"] <= 2 * k

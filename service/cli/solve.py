@@ -91,6 +91,9 @@ def solve(
         int | None, typer.Option(help="retire a trajectory stuck this many steps on a wrong answer (0: off)")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same answer")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="prior temperature (above 1: explore further; default: the model's)")
+    ] = None,
     timeout_ms: Annotated[float | None, typer.Option(help="deadline")] = None,
     url: UrlOpt = None,
     weights_dir: WeightsOpt = None,
@@ -102,7 +105,7 @@ def solve(
         "task": task, "puzzle": puzzle, "n": n, "queens": _json_arg(queens, "queens"), "num_nodes": num_nodes,
         "edges": _json_arg(edges, "edges"), "num_colors": num_colors, "fixed": _json_arg(fixed, "fixed"),
         "num_trajectories": num_trajectories, "max_solutions": max_solutions, "max_steps": max_steps,
-        "stall_patience": stall_patience, "seed": seed, "timeout_ms": timeout_ms,
+        "stall_patience": stall_patience, "seed": seed, "temperature": temperature, "timeout_ms": timeout_ms,
     }
     body.update({k: v for k, v in flags.items() if v is not None})
     try:
@@ -152,12 +155,15 @@ def sample(
     n: Annotated[int, typer.Option(help="images, 1..64")] = 16,
     steps: Annotated[int | None, typer.Option(help="supervision steps")] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same images")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="prior temperature (default: the model's)")
+    ] = None,
     url: UrlOpt = None,
     weights_dir: WeightsOpt = None,
 ) -> None:
     """Sample binarized MNIST digits and write them as one PNG grid."""
     try:
-        request = SampleRequest(n=n, steps=steps, seed=seed, format="bits")
+        request = SampleRequest(n=n, steps=steps, seed=seed, temperature=temperature, format="bits")
     except ValidationError as err:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
         return
