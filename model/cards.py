@@ -98,6 +98,7 @@ def render_card(
         ("stochastic guidance", "yes (GRAM)" if c.stochastic else "no (deterministic TRM-style baseline)"),
         ("beta / KL balance / carry", f"{c.beta} / {c.kl_balance} / {c.carry}"),
         ("sigma init / floor", f"{c.sigma_init} / {c.sigma_min}"),
+        ("prior temperature served by default (`prior_temperature`)", card.get("prior_temperature", 1.0)),
     ]
     training = [
         ("preset", card.get("preset")), ("optimizer steps", card.get("train_steps")),

@@ -38,6 +38,7 @@ SOLVER_CAP = 5000
 @torch.no_grad()
 def sample_answers(
     model: GRAM, task: Task, x: torch.Tensor, n_traj: int, max_steps: int, seed: int = 0, slots: int = 256,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``n_traj`` trajectories for one input x [L, G_in].
 
@@ -62,7 +63,8 @@ def sample_answers(
         for n in range(max_steps):
             if active.numel() == 0:
                 break
-            noise = NoiseKeys(seeds[active], traj[active], torch.full_like(active, n))
+            hot = None if temperature == 1.0 else torch.full(active.shape, float(temperature), device=dev)
+            noise = NoiseKeys(seeds[active], traj[active], torch.full_like(active, n), hot)
             out = model.step(h, l, e_x[active], noise)
             h, l = out.h, out.l
             v = task.verify(out.tokens, xb[active])
@@ -89,10 +91,13 @@ def coloring_conflicts(y: torch.Tensor, x: torch.Tensor) -> int:
 
 def evaluate(
     model: GRAM, per_setting: int = 100, n_max: int = 50, max_steps: int | None = None, seed: int = 0,
-    heldout: list[HeldOut] | None = None, progress: Any = None,
+    heldout: list[HeldOut] | None = None, progress: Any = None, temperature: float | None = None,
 ) -> dict[str, Any]:
+    """Accuracy and coverage @n on the held-out set, sampled as the service samples: at ``temperature``,
+    by default the checkpoint's recommended prior temperature (card ``prior_temperature``, else 1)."""
     task = get_task(model.config.task)
     card = model.card
+    temperature = float(temperature if temperature is not None else card.get("prior_temperature", 1.0))
     if heldout is None:
         # The exact set the run excluded from training, then its first ``per_setting`` of each setting.
         size = int(card.get("heldout_per_setting", per_setting))
@@ -108,7 +113,8 @@ def evaluate(
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     t0 = time.monotonic()
     for i, item in enumerate(heldout):
-        answers, valid, steps = sample_answers(model, task, item.instance.x, n_max, max_steps, seed=seed + i)
+        answers, valid, steps = sample_answers(model, task, item.instance.x, n_max, max_steps, seed=seed + i,
+                                               temperature=temperature)
         x = item.instance.x
         solutions = task.solve(item.instance, SOLVER_CAP)
         all_keys = {task.canonical_key(x, s) for s in solutions}
@@ -137,7 +143,7 @@ def evaluate(
     return {
         "checkpoint": card.get("name", model.config.task), "task": model.config.task,
         "stochastic": model.config.stochastic, "params": model.num_parameters(),
-        "samples_per_instance": n_max, "max_steps": max_steps, "seed": seed,
+        "samples_per_instance": n_max, "max_steps": max_steps, "seed": seed, "temperature": temperature,
         "heldout": {"seed": card.get("heldout_seed"), "disjoint_from_training": "by canonical input form"},
         "settings": settings, "eval_seconds": round(time.monotonic() - t0, 1),
         "metrics": "accuracy@n / coverage@n in %, over the first n of the samples; coverage per instance",
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="prior temperature (default: the checkpoint's recommended one)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     if model.config.task == "mnist":
         report = mnist_report(model, png=Path(args.out).with_suffix(".png") if args.out else None)
     else:
-        report = evaluate(model, args.per_setting, args.samples, args.max_steps)
+        report = evaluate(model, args.per_setting, args.samples, args.max_steps, temperature=args.temperature)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

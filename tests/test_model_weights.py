@@ -56,3 +56,24 @@ def test_shipped_checkpoint_solves_and_every_answer_verifies(path: Path) -> None
             assert bool(task.verify(y.unsqueeze(0), instance.x.unsqueeze(0))[0])
         solved += bool(valid.any())
     assert solved >= need, f"{path.stem} solved only {solved} of {len(probes)} probe instances"
+
+
+def test_eval_samples_at_the_checkpoints_recommended_temperature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gram eval samples as the service does: at the card's prior_temperature unless told otherwise."""
+    import model.evaluate as evaluation
+    from model.data import HeldOut
+
+    model = load_checkpoint(WEIGHTS / "nqueens.safetensors")
+    seen: list[float] = []
+
+    def spy(*args, temperature: float = 1.0, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(temperature)
+        return sample_answers(*args, temperature=temperature, **kwargs)
+
+    monkeypatch.setattr(evaluation, "sample_answers", spy)
+    instance, y = get_task("nqueens").generate(random.Random(0), n=6)
+    heldout = [HeldOut("n6", instance, y)]
+    report = evaluation.evaluate(model, n_max=1, max_steps=1, heldout=heldout)
+    assert seen == [model.card.get("prior_temperature", 1.0)] and report["temperature"] == seen[0]
+    hot = evaluation.evaluate(model, n_max=1, max_steps=1, heldout=heldout, temperature=3.0)
+    assert hot["temperature"] == 3.0 and seen[-1] == 3.0

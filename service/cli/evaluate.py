@@ -28,6 +28,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="report path (one checkpoint) or folder (several)")] = None,
     png: Annotated[Path | None, typer.Option(help="MNIST: write the sample grid here")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="prior temperature (default: each checkpoint's recommended one)")
+    ] = None,
 ) -> None:
     """Accuracy and coverage @1/5/20/50 against the exact solver, colouring conflicts, Sudoku by tier."""
     import torch
@@ -54,7 +57,8 @@ def evaluate(
                 def on_progress(done: int, total: int, tid: TaskID = task_id, bar: Progress = bar) -> None:
                     bar.update(tid, completed=done, total=total)
 
-                report = run_eval(model, per_setting, samples, max_steps, progress=on_progress)
+                report = run_eval(model, per_setting, samples, max_steps, progress=on_progress,
+                                  temperature=temperature)
         text = json.dumps(report, indent=2)
         target = out / f"{path.stem}.eval.json" if out is not None and len(checkpoints) > 1 else out
         if target is not None:
