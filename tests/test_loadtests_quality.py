@@ -300,3 +300,25 @@ def test_the_quality_command_writes_its_study_and_replayable_traces(tmp_path: An
     assert CliRunner().invoke(app, stall_off).exit_code == 0
     no_stall = json.loads((out / "summary.json").read_text())
     assert no_stall["stall_patience"] == 0 and no_stall["gram/verified+stall"] == no_stall["gram/verified"]
+
+
+def test_the_temperature_command_writes_one_row_per_temperature_and_width(tmp_path: Any) -> None:
+    import csv
+
+    from typer.testing import CliRunner
+
+    from loadtests.temperature import main
+
+    app = typer.Typer()
+    app.command()(main)
+    out = tmp_path / "t"
+    args = ["--checkpoint", "model/weights/nqueens.safetensors", "--temperatures", "1,3", "--puzzles", "2",
+            "--width", "4", "--steps", "2", "--threads", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "temperature.csv").open()))
+    assert [(float(r["temperature"]), float(r["width"])) for r in rows] == [
+        (t, w) for t in (1.0, 3.0) for w in (1.0, 2.0, 4.0)
+    ]
+    assert all(0 <= float(r["solved"]) <= 1 and float(r["first_found_work_width"]) == 4 for r in rows)
+    assert (out / "temperature.png").is_file()

@@ -1,0 +1,117 @@
+"""Quality against the prior's temperature: how many puzzles a width solves, and at what work, when the
+prior's sigma is multiplied by t (NoiseKeys.temperature; the service's ``temperature`` field).
+
+    python -m loadtests.temperature --checkpoint model/weights/nqueens.safetensors \
+        --temperatures 0.5,1,1.5,2,2.5,3,4 --puzzles 32 --width 64 \
+        --out loadtests/results/temperature-nqueens8
+
+One trace per temperature (loadtests.quality_trace: the model's own step, fp32), then the engine's exit
+rules replayed on it (verified + halt + stall, the service's defaults): per width, the fraction of puzzles
+solved, coverage and per-trajectory accuracy, and the trajectory-steps an unseeded width-16 job wanting one
+answer costs. Writes temperature.csv and temperature.png (solved against width, one line per temperature).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from loadtests import quality  # noqa: E402
+from loadtests.loadgen import write_csv  # noqa: E402
+from loadtests.quality_policy import evaluate, first_found_work  # noqa: E402
+from loadtests.quality_trace import Trace  # noqa: E402
+from model.checkpoint import load_checkpoint  # noqa: E402
+
+console = Console(width=150)
+POLICY = "verified+halt+stall"  # what the continuous engine runs with its defaults
+
+
+def temperature_rows(
+    traces: list[Trace], temperature: float, width: int, steps: int
+) -> list[dict[str, float]]:
+    """One row per width (1, 2, 4, ... up to ``width``): what the engine's exit rules make of the traces."""
+    work_k = min(16, width)
+    work = first_found_work(traces, work_k, steps)
+    work_c4 = first_found_work(traces, work_k, steps, concurrency=min(4, work_k))
+    rows = []
+    for k in quality.widths_up_to(width):
+        o = evaluate(traces, k, steps, POLICY)
+        rows.append({
+            "temperature": temperature, "width": float(k), "solved": o.solved, "coverage": o.coverage,
+            "accuracy": o.accuracy, "steps": o.steps, "first_found_work_width": float(work_k),
+            "first_found_work": work, "first_found_work_c4": work_c4,
+        })
+    return rows
+
+
+def plot(rows: list[dict[str, float]], out: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for t in sorted({r["temperature"] for r in rows}):
+        mine = [r for r in rows if r["temperature"] == t]
+        ax.plot([r["width"] for r in mine], [r["solved"] for r in mine], marker="o", label=f"t = {t:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("trajectories per puzzle (width)")
+    ax.set_ylabel("puzzles solved")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(
+    checkpoint: Annotated[Path, typer.Option(help="GRAM checkpoint")] = Path(
+        "model/weights/nqueens.safetensors"
+    ),
+    temperatures: Annotated[str, typer.Option(help="comma-separated prior temperatures")] = "1,1.5,2,2.5,3",
+    puzzles: Annotated[int, typer.Option(help="puzzles (the task's generator)")] = 32,
+    width: Annotated[int, typer.Option(help="most trajectories per puzzle")] = 64,
+    steps: Annotated[int, typer.Option(help="supervision steps; 0: the model's n_sup")] = 0,
+    knob: Annotated[list[str] | None, typer.Option(help="generator knob KEY=INT, e.g. n=8")] = None,
+    seed: Annotated[int, typer.Option(help="puzzle and noise seed (the quality check set: 1000)")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 2,
+    out: Annotated[Path, typer.Option()] = Path("loadtests/results/temperature"),
+) -> None:
+    """Solved / coverage / accuracy per width and the first-answer work, per prior temperature."""
+    torch.set_num_threads(threads)
+    model = load_checkpoint(checkpoint)
+    task = model.config.task
+    knobs = {k: int(v) for k, v in (item.split("=", 1) for item in (knob or []))}
+    if task == "nqueens" and not knobs:
+        knobs = {"n": 8}
+    s = steps or model.config.n_sup
+    instances = quality.make_puzzles(task, puzzles, seed, knobs)
+    rows: list[dict[str, float]] = []
+    for t in (float(v) for v in temperatures.split(",")):
+        started = time.monotonic()
+        with console.status(f"temperature {t:g}"):
+            traces = quality.trace_model(model, task, instances, width, s, 64, seed, t)
+        rows += temperature_rows(traces, t, width, s)
+        console.print(f"temperature {t:g}: {time.monotonic() - started:.0f} s")
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "temperature.csv", rows)
+    plot(rows, out / "temperature.png", f"{checkpoint.stem} {knobs} seed {seed}: solved vs width")
+    table = Table(title=f"{checkpoint.name}, {puzzles} puzzles {knobs}, seed {seed}, {s} steps, {POLICY}")
+    for col in ("temperature", "width", "solved", "coverage", "accuracy", "work (w16, c16 / c4)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        work = f"{r['first_found_work']:.1f} / {r['first_found_work_c4']:.1f}"
+        table.add_row(f"{r['temperature']:g}", f"{r['width']:.0f}", f"{r['solved']:.3f}",
+                      f"{r['coverage']:.3f}", f"{r['accuracy']:.3f}", work)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    typer.run(main)
