@@ -158,6 +158,11 @@ def swiglu_add_rmsnorm(
     return add_rmsnorm(x, swiglu(x, w_gate_up, w_down), eps)
 
 
+def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values [B] as a [B, 1, ...] factor broadcasting over ``like`` [B, ...], in like's dtype and device."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
 def prior_guidance(
     u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sigma_min: float,
     seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor, temperature: torch.Tensor | None = None,
@@ -169,5 +174,5 @@ def prior_guidance(
     mu, raw = F.linear(u, weight, bias).chunk(2, dim=-1)
     sigma = sigma_min + F.softplus(raw.float()).to(mu.dtype)
     if temperature is not None:
-        sigma = sigma * temperature.to(sigma.device, sigma.dtype).view(-1, *([1] * (sigma.dim() - 1)))
+        sigma = sigma * per_row(temperature, sigma)
     return guidance(u, mu, sigma, seed, traj, counter)

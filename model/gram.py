@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from kernels import ops
+from kernels.reference import per_row
 from model.config import GRAMConfig, config_for
 from model.layers import GaussianHead, GridPositions, PosteriorHead, ReasoningModule
 
@@ -41,10 +42,6 @@ class NoiseKeys:
     # Training never sets it. sigma * 1.0 is exact, so a slot at 1 steps bit for bit as with None.
     temperature: torch.Tensor | None = None
 
-
-def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """values [B] as a [B, 1, ...] factor broadcasting over ``like`` [B, ...], in like's dtype and device."""
-    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 @dataclass
