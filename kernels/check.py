@@ -123,6 +123,13 @@ def kernel_rows(device: torch.device) -> list[Row]:
                          lambda u=u, w=weight, b_=bias, seed=seed, traj=traj, ctr=ctr: (
                              reference.prior_guidance(u, w, b_, 1e-3, seed, traj, ctr),),
                          (1e-4, 1e-5) if dtype == torch.float32 else (0.25, 2e-2))
+            temp = torch.tensor([1.0, 2.5, 0.5, 3.0, 1.3][:b], device=device)  # per-slot prior temperature
+            rows += _run("prior_guidance (per-slot temperature)", s, dtype,
+                         lambda u=u, w=weight, b_=bias, seed=seed, traj=traj, ctr=ctr, t=temp: (
+                             ops.prior_guidance(u, w, b_, 1e-3, seed, traj, ctr, t),),
+                         lambda u=u, w=weight, b_=bias, seed=seed, traj=traj, ctr=ctr, t=temp: (
+                             reference.prior_guidance(u, w, b_, 1e-3, seed, traj, ctr, t),),
+                         (1e-4, 1e-5) if dtype == torch.float32 else (0.75, 2e-2))
             sq = sigma + 0.1
             rows += _run("gaussian_kl", s, dtype,
                          lambda u=u, mu=mu, sq=sq, sigma=sigma: (ops.gaussian_kl(mu, sq, u, sigma),),
