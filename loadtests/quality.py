@@ -54,6 +54,12 @@ def widths_up_to(w: int) -> list[int]:
     return out if out[-1] == w else [*out, w]
 
 
+def parse_knobs(task_name: str, knob: list[str] | None) -> dict[str, int]:
+    """Generator knobs from KEY=INT options; N-Queens defaults to 8x8 boards (the studies' workload)."""
+    knobs = {k: int(v) for k, v in (item.split("=", 1) for item in (knob or []))}
+    return {"n": 8} if task_name == "nqueens" and not knobs else knobs
+
+
 def make_puzzles(task_name: str, count: int, seed: int, knobs: dict[str, int]) -> list[Instance]:
     task = get_task(task_name)
     rng = random.Random(seed)
@@ -308,9 +314,7 @@ def main(
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint)
     task_name = model.config.task
-    knobs = {k: int(v) for k, v in (item.split("=", 1) for item in (knob or []))}
-    if task_name == "nqueens" and not knobs:
-        knobs = {"n": 8}
+    knobs = parse_knobs(task_name, knob)
     s = steps or model.config.n_sup
     # what the service would run: the checkpoint's recommended prior temperature unless told otherwise
     hot = float(temperature if temperature is not None else model.card.get("prior_temperature", 1.0))

@@ -88,9 +88,7 @@ def main(
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint)
     task = model.config.task
-    knobs = {k: int(v) for k, v in (item.split("=", 1) for item in (knob or []))}
-    if task == "nqueens" and not knobs:
-        knobs = {"n": 8}
+    knobs = quality.parse_knobs(task, knob)
     s = steps or model.config.n_sup
     instances = quality.make_puzzles(task, puzzles, seed, knobs)
     rows: list[dict[str, float]] = []
