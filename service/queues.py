@@ -61,9 +61,9 @@ class InProcessQueue:
             future = engine.submit(job)
         except EngineStopped as err:
             raise NoModel(str(err)) from None
-        # One loop callback from the engine thread straight to the awaiting task. (asyncio.shield over
-        # asyncio.wrap_future took three loop iterations and ~0.05 ms more a request.) Cancelling the
-        # wait cancels only this asyncio future, never the engine's: the engine still answers it.
+        # One loop callback from the engine thread straight to the awaiting task (asyncio.shield over
+        # asyncio.wrap_future took three loop iterations). Cancelling the wait cancels only this asyncio
+        # future, never the engine's: the engine still answers it.
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Result] = loop.create_future()
 
