@@ -73,8 +73,8 @@ def all_solutions(n: int) -> tuple[Placement, ...]:
 
 def placement_tokens(n: int, queens: dict[int, int]) -> torch.Tensor:
     """LongTensor[12, 1]: ``COL0 + column`` in rows with a queen, OPEN in the other board rows, PAD below."""
-    # built as a list, one tensor at the end: per-element tensor writes cost ~0.2 ms a request from cold
-    # caches (the service parses every /solve body with this)
+    # built as a list, one tensor at the end: each tensor write is a dispatcher call (parse measured in
+    # isolation after an idle gap: 0.27 -> 0.22 ms; the service parses every /solve body with this)
     rows = [OPEN] * n + [PAD] * (SIDE - n)
     for r, c in queens.items():
         rows[r] = COL0 + c
