@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from kernels.flops import count_flops
+from kernels.reference import with_unit_temperature
 from kernels.workload import step_inputs
 from model.layers import SelfAttention
 
@@ -110,8 +111,7 @@ def _inference(fn: StepFn) -> StepFn:
 
     def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
         with torch.inference_mode():
-            if getattr(noise, "temperature", False) is None:
-                noise = dataclasses.replace(noise, temperature=torch.ones(h.shape[0], device=h.device))
+            noise = with_unit_temperature(noise, h.shape[0], h.device)
             keys = dataclasses.replace(noise, **{f.name: getattr(noise, f.name).clone()
                                                  for f in dataclasses.fields(noise)})
             return fn(h.clone(), l.clone(), e_x.clone(), keys)

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from kernels.reference import with_unit_temperature
+
 DEFAULT_MAX_BATCH = 4096
 
 
@@ -81,8 +83,7 @@ class GraphedStep:
 
     def __call__(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
         batch = h.shape[0]
-        if getattr(noise, "temperature", False) is None:  # a graph has one shape of inputs: 1 for every slot
-            noise = dataclasses.replace(noise, temperature=torch.ones(batch, device=h.device))
+        noise = with_unit_temperature(noise, batch, h.device)  # a graph has one shape of inputs
         bucket = bucket_for(batch, self.buckets) if self.enabled and batch > 0 else None
         if bucket is None:
             self.eager_calls += 1

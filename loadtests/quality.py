@@ -40,7 +40,7 @@ from loadtests.quality_policy import (  # noqa: E402
 )
 from loadtests.quality_trace import Trace, trace_puzzle  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
-from model.gram import GRAM  # noqa: E402
+from model.gram import GRAM, served_temperature  # noqa: E402
 from model.tasks.base import Instance  # noqa: E402
 from model.tasks.registry import get_task  # noqa: E402
 
@@ -317,7 +317,7 @@ def main(
     knobs = parse_knobs(task_name, knob)
     s = steps or model.config.n_sup
     # what the service would run: the checkpoint's recommended prior temperature unless told otherwise
-    hot = float(temperature if temperature is not None else model.card.get("prior_temperature", 1.0))
+    hot = served_temperature(model, temperature)
     instances = make_puzzles(task_name, puzzles, seed, knobs)
     started = time.monotonic()
     console.print(f"[bold]{checkpoint.name}[/bold]: {puzzles} puzzles x {width} trajectories x {s} steps, "

@@ -27,7 +27,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.data import HeldOut, heldout_set
-from model.gram import GRAM, NoiseKeys
+from model.gram import GRAM, NoiseKeys, served_temperature
 from model.tasks.base import Task
 from model.tasks.registry import get_task
 
@@ -97,7 +97,7 @@ def evaluate(
     by default the checkpoint's recommended prior temperature (card ``prior_temperature``, else 1)."""
     task = get_task(model.config.task)
     card = model.card
-    temperature = float(temperature if temperature is not None else card.get("prior_temperature", 1.0))
+    temperature = served_temperature(model, temperature)
     if heldout is None:
         # The exact set the run excluded from training, then its first ``per_setting`` of each setting.
         size = int(card.get("heldout_per_setting", per_setting))

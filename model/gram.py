@@ -43,6 +43,13 @@ class NoiseKeys:
     temperature: torch.Tensor | None = None
 
 
+def served_temperature(model: Any, override: float | None = None) -> float:
+    """The prior temperature a model is sampled at by default: ``override`` (a server setting, a CLI flag)
+    when given, else the checkpoint's recommendation (its card's ``prior_temperature``, measured per
+    checkpoint), else 1, the trained prior."""
+    if override is not None:
+        return float(override)
+    return float((getattr(model, "card", None) or {}).get("prior_temperature", 1.0))
 
 @dataclass
 class StepOutput:

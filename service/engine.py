@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from model.gram import GRAM, NoiseKeys
+from model.gram import GRAM, NoiseKeys, served_temperature
 from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
 from service.jobs import Job, JobKind, Outcome, Result, Solution
@@ -101,10 +101,7 @@ class Engine:
         self.stall_patience = settings.stall_patience
         # The prior temperature of jobs that give none: the server's setting, else the checkpoint's
         # recommendation (measured per checkpoint, in its card), else 1 (the trained prior).
-        card = getattr(model, "card", None) or {}
-        self.temperature = float(
-            settings.temperature if settings.temperature is not None else card.get("prior_temperature", 1.0)
-        )
+        self.temperature = served_temperature(model, settings.temperature)
         self.scheduler = Scheduler(
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
             admission=settings.admission, stall_min_steps=settings.stall_min_steps,
