@@ -16,6 +16,7 @@ import csv
 import json
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,7 +69,7 @@ def make_puzzles(task_name: str, count: int, seed: int, knobs: dict[str, int]) -
 
 def trace_model(
     model: GRAM, task_name: str, puzzles: list[Instance], width: int, steps: int, chunk: int, seed: int,
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] = 1.0,
 ) -> list[Trace]:
     task = get_task(task_name)
     # A deterministic model (the TRM-style baseline) gives the same trajectory whatever the noise key,

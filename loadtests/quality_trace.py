@@ -10,6 +10,7 @@ batch (noise is keyed by seed, trajectory and step), so one run answers every (k
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,10 +47,15 @@ def trace_puzzle(
     width: int,
     steps: int,
     seed: int,
-    temperature: float = 1.0,
+    temperature: float | Sequence[float] = 1.0,
     chunk: int = 64,
     solution_cap: int = 10_000,
 ) -> Trace:
+    """``temperature``: the prior's, one number for every step, or a per-step schedule (step n runs at
+    ``temperature[n]``, the last entry holding for the steps beyond it)."""
+    schedule = [float(t) for t in temperature] if isinstance(temperature, Sequence) else [float(temperature)]
+    if not schedule:
+        raise ValueError("empty temperature schedule")
     total = len(task.solve(instance, cap=solution_cap))
     keys: dict[bytes, int] = {}
     solution_id = torch.full((width, steps), NOT_VALID, dtype=torch.int64)
@@ -65,9 +71,10 @@ def trace_puzzle(
         h, l = model.init_state(b)
         traj = torch.arange(lo, lo + b, dtype=torch.int64)
         seeds = torch.full((b,), seed, dtype=torch.int64)
-        hot = None if temperature == 1.0 else torch.full((b,), float(temperature))  # the prior's temperature
         previous: torch.Tensor | None = None
         for n in range(steps):
+            t_n = schedule[min(n, len(schedule) - 1)]
+            hot = None if t_n == 1.0 else torch.full((b,), t_n)  # None: the trained prior, bit for bit
             noise = NoiseKeys(seeds, traj, torch.full((b,), n, dtype=torch.int64), hot)
             out = model.step(h, l, e_x, noise)
             h, l = out.h, out.l

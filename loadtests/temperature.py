@@ -9,6 +9,9 @@ One trace per temperature (loadtests.quality_trace: the model's own step, fp32),
 rules replayed on it (verified + halt + stall, the service's defaults): per width, the fraction of puzzles
 solved, coverage and per-trajectory accuracy, and the trajectory-steps an unseeded width-16 job wanting one
 answer costs. Writes temperature.csv and temperature.png (solved against width, one line per temperature).
+
+A temperature may also be a per-step schedule, slash-separated: ``2.5/2.5/1`` runs steps 1-2 at 2.5 and
+every later step at 1 (the last entry holds), e.g. ``--temperatures 1,2.5,2.5/2.5/1,1/1/2.5``.
 """
 
 from __future__ import annotations
@@ -37,14 +40,29 @@ console = Console(width=150)
 POLICY = "verified+halt+stall"  # what the continuous engine runs with its defaults
 
 
+def parse_schedule(text: str) -> list[float]:
+    """``"2.5"`` -> [2.5]; ``"2.5/2.5/1"`` -> [2.5, 2.5, 1.0] (per step, the last entry holding)."""
+    try:
+        schedule = [float(v) for v in text.split("/")]
+    except ValueError:
+        raise typer.BadParameter(f"not a temperature or a slash-separated schedule: {text!r}") from None
+    if not all(0 < t <= 10 for t in schedule):
+        raise typer.BadParameter(f"temperatures must be in (0, 10]: {text!r}")
+    return schedule
+
+
+def label(schedule: list[float]) -> str:
+    return "/".join(f"{t:g}" for t in schedule)
+
+
 def temperature_rows(
-    traces: list[Trace], temperature: float, width: int, steps: int
-) -> list[dict[str, float]]:
+    traces: list[Trace], temperature: str, width: int, steps: int
+) -> list[dict[str, object]]:
     """One row per width (1, 2, 4, ... up to ``width``): what the engine's exit rules make of the traces."""
     work_k = min(16, width)
     work = first_found_work(traces, work_k, steps)
     work_c4 = first_found_work(traces, work_k, steps, concurrency=min(4, work_k))
-    rows = []
+    rows: list[dict[str, object]] = []
     for k in quality.widths_up_to(width):
         o = evaluate(traces, k, steps, POLICY)
         rows.append({
@@ -55,11 +73,11 @@ def temperature_rows(
     return rows
 
 
-def plot(rows: list[dict[str, float]], out: Path, title: str) -> None:
+def plot(rows: list[dict[str, object]], out: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for t in sorted({r["temperature"] for r in rows}):
+    for t in dict.fromkeys(str(r["temperature"]) for r in rows):  # in the order given
         mine = [r for r in rows if r["temperature"] == t]
-        ax.plot([r["width"] for r in mine], [r["solved"] for r in mine], marker="o", label=f"t = {t:g}")
+        ax.plot([r["width"] for r in mine], [r["solved"] for r in mine], marker="o", label=f"t = {t}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("trajectories per puzzle (width)")
     ax.set_ylabel("puzzles solved")
@@ -75,7 +93,9 @@ def main(
     checkpoint: Annotated[Path, typer.Option(help="GRAM checkpoint")] = Path(
         "model/weights/nqueens.safetensors"
     ),
-    temperatures: Annotated[str, typer.Option(help="comma-separated prior temperatures")] = "1,1.5,2,2.5,3",
+    temperatures: Annotated[str, typer.Option(
+        help="comma-separated prior temperatures; one may be a per-step schedule, e.g. 2.5/2.5/1"
+    )] = "1,1.5,2,2.5,3",
     puzzles: Annotated[int, typer.Option(help="puzzles (the task's generator)")] = 32,
     width: Annotated[int, typer.Option(help="most trajectories per puzzle")] = 64,
     steps: Annotated[int, typer.Option(help="supervision steps; 0: the model's n_sup")] = 0,
@@ -91,13 +111,15 @@ def main(
     knobs = quality.parse_knobs(task, knob)
     s = steps or model.config.n_sup
     instances = quality.make_puzzles(task, puzzles, seed, knobs)
-    rows: list[dict[str, float]] = []
-    for t in (float(v) for v in temperatures.split(",")):
+    schedules = [parse_schedule(v) for v in temperatures.split(",")]
+    rows: list[dict[str, object]] = []
+    for schedule in schedules:
+        t = label(schedule)
         started = time.monotonic()
-        with console.status(f"temperature {t:g}"):
-            traces = quality.trace_model(model, task, instances, width, s, 64, seed, t)
+        with console.status(f"temperature {t}"):
+            traces = quality.trace_model(model, task, instances, width, s, 64, seed, schedule)
         rows += temperature_rows(traces, t, width, s)
-        console.print(f"temperature {t:g}: {time.monotonic() - started:.0f} s")
+        console.print(f"temperature {t}: {time.monotonic() - started:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "temperature.csv", rows)
     plot(rows, out / "temperature.png", f"{checkpoint.stem} {knobs} seed {seed}: solved vs width")
@@ -106,7 +128,7 @@ def main(
         table.add_column(col, justify="right")
     for r in rows:
         work = f"{r['first_found_work']:.1f} / {r['first_found_work_c4']:.1f}"
-        table.add_row(f"{r['temperature']:g}", f"{r['width']:.0f}", f"{r['solved']:.3f}",
+        table.add_row(str(r["temperature"]), f"{r['width']:.0f}", f"{r['solved']:.3f}",
                       f"{r['coverage']:.3f}", f"{r['accuracy']:.3f}", work)
     console.print(table)
 

@@ -131,6 +131,8 @@ class _OracleModel:
     def step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> StepOutput:
         b = h.shape[0]
         self.temperatures = None if noise.temperature is None else set(noise.temperature.tolist())
+        self.per_step = getattr(self, "per_step", {})
+        self.per_step[int(noise.step[0])] = self.temperatures
         good = (noise.traj % 2 == 0) & (noise.step >= 1)
         tokens = torch.where(good[:, None, None], self.solution.expand(b, -1, -1), self.x.expand(b, -1, -1))
         return StepOutput(
@@ -159,6 +161,12 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
     assert model.temperatures is None  # 1: the trained prior, as the engine's default
     trace_puzzle(model, task, inst, width=2, steps=1, seed=1, temperature=2.5)
     assert model.temperatures == {2.5}
+    # a per-step schedule: its last entry holds; a step at 1 passes None (the trained prior, bit for bit)
+    model.per_step = {}
+    trace_puzzle(model, task, inst, width=2, steps=4, seed=1, temperature=[2.5, 1.0, 3.0])
+    assert model.per_step == {0: {2.5}, 1: None, 2: {3.0}, 3: {3.0}}
+    with pytest.raises(ValueError, match="empty"):
+        trace_puzzle(model, task, inst, width=2, steps=1, seed=1, temperature=[])
 
 
 def replay_through(sched: Any, tr: Trace) -> Any:
@@ -312,13 +320,15 @@ def test_the_temperature_command_writes_one_row_per_temperature_and_width(tmp_pa
     app = typer.Typer()
     app.command()(main)
     out = tmp_path / "t"
-    args = ["--checkpoint", "model/weights/nqueens.safetensors", "--temperatures", "1,3", "--puzzles", "2",
-            "--width", "4", "--steps", "2", "--threads", "1", "--out", str(out)]
+    args = ["--checkpoint", "model/weights/nqueens.safetensors", "--temperatures", "1,3,3/1", "--puzzles",
+            "2", "--width", "4", "--steps", "2", "--threads", "1", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "temperature.csv").open()))
-    assert [(float(r["temperature"]), float(r["width"])) for r in rows] == [
-        (t, w) for t in (1.0, 3.0) for w in (1.0, 2.0, 4.0)
+    assert [(r["temperature"], float(r["width"])) for r in rows] == [
+        (t, w) for t in ("1", "3", "3/1") for w in (1.0, 2.0, 4.0)
     ]
     assert all(0 <= float(r["solved"]) <= 1 and float(r["first_found_work_width"]) == 4 for r in rows)
     assert (out / "temperature.png").is_file()
+    bad = CliRunner().invoke(app, [*args[:3], "2.5/0", *args[4:]])
+    assert bad.exit_code != 0 and "(0, 10]" in bad.output
