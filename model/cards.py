@@ -67,8 +67,14 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 def _eval_tables(report: dict[str, Any]) -> str:
     if "settings" not in report:
-        keys = [k for k in report if k not in ("png",)]
-        return _table([(k, report[k]) for k in keys])
+        rows: list[tuple[str, Any]] = []
+        for key, value in report.items():
+            if key == "png":
+                continue
+            # one level of nesting (the MNIST report's digit scores) as dotted rows
+            nested = isinstance(value, dict)
+            rows += [(f"{key}.{k}", v) for k, v in value.items()] if nested else [(key, value)]
+        return _table(rows)
     out = []
     for setting, summary in report["settings"].items():
         out.append(f"**{setting}** ({summary.get('instances')} held-out instances)\n")

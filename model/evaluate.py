@@ -166,8 +166,11 @@ def sample_mnist(model: GRAM, count: int, seed: int = 0, steps: int | None = Non
     return out.tokens
 
 
-def mnist_report(model: GRAM, count: int = 64, seed: int = 0, png: Path | None = None) -> dict[str, Any]:
-    """Sample statistics against the binarized training data (ink fraction, diversity) and a PNG grid."""
+def mnist_report(model: GRAM, count: int = 512, seed: int = 0, png: Path | None = None) -> dict[str, Any]:
+    """Sample statistics against the binarized data: ink fraction, diversity, and how digit-like the
+    samples are to a classifier trained on the real set (model/digit_score.py), beside the same figures
+    for ``count`` real test images; a PNG grid of the first 64 samples."""
+    from model import digit_score
     from model.tasks import mnist
 
     tokens = sample_mnist(model, count, seed)
@@ -179,12 +182,23 @@ def mnist_report(model: GRAM, count: int = 64, seed: int = 0, png: Path | None =
         "distinct_samples": len({bytes(b.flatten().tolist()) for b in bits.to(torch.uint8)}),
     }
     try:
-        data = mnist.load_mnist(split="train")
-        report["ink_fraction_data"] = round(float(mnist.binarize(data[:2000]).float().mean()), 4)
+        train = mnist.binarize(mnist.load_mnist(split="train"))
+        test = mnist.binarize(mnist.load_mnist(split="test"))
+        train_labels = mnist.load_mnist_labels(split="train")
+        test_labels = mnist.load_mnist_labels(split="test")
     except (OSError, ValueError):
-        pass
+        train = None  # no MNIST files: the sample statistics only
+    if train is not None:
+        report["ink_fraction_data"] = round(float(train[:2000].float().mean()), 4)
+        classifier = digit_score.train_digit_classifier(train, train_labels, seed=seed)
+        _, probs = classifier.embed(test)
+        reference, real = test[:count], test[count : 2 * count]
+        accuracy = (probs.argmax(-1) == test_labels).float().mean()
+        report["digit_classifier_test_accuracy"] = round(float(accuracy), 4)
+        report["digit_scores"] = digit_score.digit_scores(classifier, bits, reference)
+        report["digit_scores_real_test_images"] = digit_score.digit_scores(classifier, real, reference)
     if png is not None:
-        png.write_bytes(mnist.render_grid_png(bits, columns=8, scale=2))
+        png.write_bytes(mnist.render_grid_png(bits[:64], columns=8, scale=2))
         report["png"] = str(png)
     return report
 

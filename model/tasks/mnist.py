@@ -39,7 +39,9 @@ BLACK, WHITE = 1, 2
 BLANK_INPUT = 1
 SPEC = TaskSpec(seq_len=GRID * GRID, in_group=1, in_vocab=2, out_group=PATCH * PATCH, out_vocab=3)
 SPLITS = {"train": "train-images.idx3-ubyte.gz", "test": "t10k-images.idx3-ubyte.gz"}
+LABEL_FILES = {"train": "train-labels.idx1-ubyte.gz", "test": "t10k-labels.idx1-ubyte.gz"}
 IDX_UBYTE_3D = 0x00000803  # IDX magic: unsigned bytes, 3 dimensions
+IDX_UBYTE_1D = 0x00000801  # ... 1 dimension (the label files)
 
 
 def default_root() -> Path:
@@ -52,18 +54,36 @@ def default_root() -> Path:
 
 def load_mnist(root: str | Path | None = None, split: str = "train") -> torch.Tensor:
     """uint8 [N, 28, 28] images of ``split`` ("train" 60,000 or "test" 10,000) from the IDX files."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    path = Path(root) if root is not None else default_root()
-    file = path / SPLITS[split]
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"MNIST {split} images not found at {file}; set GRAM_MNIST_DIR to the folder holding "
-            f"{SPLITS[split]}"
-        )
+    file = _split_file(root, split, SPLITS, "images")
     with gzip.open(file, "rb") as fh:
         raw = fh.read()
     return parse_idx_images(raw, str(file))
+
+
+def load_mnist_labels(root: str | Path | None = None, split: str = "train") -> torch.Tensor:
+    """int64 [N] digit labels of ``split``, in the order of ``load_mnist``'s images."""
+    file = _split_file(root, split, LABEL_FILES, "labels")
+    with gzip.open(file, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 8:
+        raise ValueError(f"{file}: too short for an IDX header ({len(raw)} bytes)")
+    magic, count = struct.unpack(">II", raw[:8])
+    if magic != IDX_UBYTE_1D or len(raw) != 8 + count:
+        raise ValueError(f"{file}: not an IDX1 ubyte label file of {count} labels (magic {magic:#010x})")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=8).to(torch.int64)
+
+
+def _split_file(root: str | Path | None, split: str, files: dict[str, str], what: str) -> Path:
+    if split not in files:
+        raise ValueError(f"split must be one of {sorted(files)}, got {split!r}")
+    path = Path(root) if root is not None else default_root()
+    file = path / files[split]
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"MNIST {split} {what} not found at {file}; set GRAM_MNIST_DIR to the folder holding "
+            f"{files[split]}"
+        )
+    return file
 
 
 def parse_idx_images(raw: bytes, source: str = "<bytes>") -> torch.Tensor:
