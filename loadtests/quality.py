@@ -41,7 +41,7 @@ from loadtests.quality_policy import (  # noqa: E402
 )
 from loadtests.quality_trace import Trace, trace_puzzle  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
-from model.gram import GRAM, served_temperature  # noqa: E402
+from model.gram import GRAM, served_halting, served_temperature  # noqa: E402
 from model.tasks.base import Instance  # noqa: E402
 from model.tasks.registry import get_task  # noqa: E402
 
@@ -207,11 +207,18 @@ def read_rows(path: Path) -> list[dict[str, object]]:
     return rows
 
 
+def engine_policy(use_halting: bool) -> str:
+    """The exit rules the continuous engine runs by default: verified and stall exit, and the halting
+    head unless the checkpoint's card (or GRAM_USE_HALTING) turns it off."""
+    return "verified+halt+stall" if use_halting else "verified+stall"
+
+
 def _work_figure(
-    traces: list[Trace], k: int, s: int, stall: tuple[int, int], concurrency: int | None = None
+    traces: list[Trace], k: int, s: int, stall: tuple[int, int], concurrency: int | None = None,
+    policy: str = "verified+halt+stall",
 ) -> dict[str, float]:
     """first_found_work under the engine's default exits, beside request-level batching's k * s."""
-    w = first_found_work(traces, k, s, "verified+halt+stall", *stall, concurrency=concurrency)
+    w = first_found_work(traces, k, s, policy, *stall, concurrency=concurrency)
     return {"steps": round(w, 2), "request_steps": k * s, "work_ratio": round(k * s / w, 3)}
 
 
@@ -221,6 +228,7 @@ def write_study(
     """quality.csv and summary.json from the traces (``meta``: checkpoint, task, knobs, puzzles, width,
     max_steps, seconds). Every figure is a function of the traces, so a replay gives the same study."""
     width, s = int(meta["width"]), int(meta["max_steps"])
+    policy = engine_policy(bool(meta.get("use_halting", True)))
     rows = [r for label, tr in traces.items() for r in quality_rows(label, tr, width, s, stall)]
     write_csv(out / "quality.csv", rows)
     summary: dict[str, object] = {
@@ -231,19 +239,24 @@ def write_study(
         "stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
             traces["gram"], width, s, "verified+stall", *stall
         ),
-        # the engine's defaults: verified, halting head and stall exit
         "halt_stall_exit_at_equal_coverage": steps_saved_at_equal_coverage(
             traces["gram"], width, s, "verified+halt+stall", *stall
+        ),
+        # the engine's defaults for this checkpoint: verified and stall exit, and its halting head if on
+        "engine_policy": policy,
+        "engine_exit_at_equal_coverage": steps_saved_at_equal_coverage(
+            traces["gram"], width, s, policy, *stall
         ),
         # trajectory-steps an unseeded one-answer job of width k costs the continuous engine (defaults),
         # against k * max_steps for request-level batching: the work ratio bounds the throughput ratio
         "first_found_work": {
-            f"w{k}": _work_figure(traces["gram"], k, s, stall) for k in (1, 4, 16, 64) if k <= width
+            f"w{k}": _work_figure(traces["gram"], k, s, stall, policy=policy)
+            for k in (1, 4, 16, 64) if k <= width
         },
         # the same at width 16 when the job holds at most c slots at a time: round-robin admission on a
         # saturated engine, where fewer of its trajectories run past the first answer
         "first_found_work_by_concurrency": {
-            f"w16/c{c}": _work_figure(traces["gram"], 16, s, stall, c)
+            f"w16/c{c}": _work_figure(traces["gram"], 16, s, stall, c, policy)
             for c in (1, 2, 4, 8, 16) if width >= 16
         },
         # what each (patience, min steps) would give at full width and steps: coverage kept vs steps spent
@@ -306,7 +319,8 @@ def main(
         traces = {label: [Trace(**t) for t in tr] for label, tr in saved.items()}
         meta = json.loads((out / "traces.json").read_text()) if (out / "traces.json").is_file() else {
             k: v for k, v in json.loads((out / "summary.json").read_text()).items()
-            if k in ("checkpoint", "task", "knobs", "puzzles", "width", "max_steps", "temperature", "seconds")
+            if k in ("checkpoint", "task", "knobs", "puzzles", "width", "max_steps", "temperature", "seconds",
+                     "use_halting")
         }
         rows, summary = write_study(traces, meta, (stall_patience, stall_min_steps), out)
         plot_quality(rows, int(meta["width"]), int(meta["max_steps"]), out, f"{meta['task']} {meta['knobs']}")
@@ -331,7 +345,8 @@ def main(
         )
     meta: dict[str, Any] = {
         "checkpoint": str(checkpoint), "task": task_name, "knobs": knobs, "puzzles": puzzles, "width": width,
-        "max_steps": s, "temperature": hot, "seconds": round(time.monotonic() - started, 1),
+        "max_steps": s, "temperature": hot, "use_halting": served_halting(model),
+        "seconds": round(time.monotonic() - started, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
     if save_traces:

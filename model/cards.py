@@ -105,6 +105,7 @@ def render_card(
         ("beta / KL balance / carry", f"{c.beta} / {c.kl_balance} / {c.carry}"),
         ("sigma init / floor", f"{c.sigma_init} / {c.sigma_min}"),
         ("prior temperature served by default (`prior_temperature`)", card.get("prior_temperature", 1.0)),
+        ("halting head retires trajectories (`use_halting`)", card.get("use_halting", True)),
     ]
     training = [
         ("preset", card.get("preset")), ("optimizer steps", card.get("train_steps")),
@@ -114,13 +115,26 @@ def render_card(
         ("AdamW betas / clip", f"{tc.betas} / {tc.clip}"), ("weights shipped", f"EMA (decay {tc.ema_decay})"),
         ("machine", machine),
     ]
+    decay = float(card.get("decay_s", 0) or 0)
+    retrain = f"gram train {name} --budget {int(float(card.get('train_time_s', 0)))}" + (
+        f" --decay-s {int(decay)}" if decay else ""
+    )
+    instances = {s.get("instances") for s in (report or {}).get("settings", {}).values()}
+    eval_args = f" --per-setting {instances.pop()}" if len(instances) == 1 and None not in instances else ""
+    if task == "mnist":
+        eval_args += f" --png model/weights/{name}_samples.png"
+    retire = (
+        "at its first valid answer, when q_halt > 0, or after n_sup steps"
+        if card.get("use_halting", True)
+        else "at its first valid answer or after n_sup steps; this checkpoint's halting head is off, "
+        "`use_halting` false, as the service runs it"
+    )
     mixture = json.dumps(TRAIN_MIXTURES.get(task, []))
     settings = json.dumps(EVAL_SETTINGS.get(task, []))
     lines = [
         f"# {name} — GRAM Serve checkpoint", "",
         f"`{name}.safetensors` (weights, config and these facts in the safetensors metadata; no pickle).",
-        "Load with `model.checkpoint.load_checkpoint(path, device)`; retrain with "
-        f"`gram train {name} --budget {int(float(card.get('train_time_s', 0)))}`.", "",
+        f"Load with `model.checkpoint.load_checkpoint(path, device)`; retrain with `{retrain}`.", "",
         "## Architecture and size", "", _table(arch), "",
         "## Data and augmentation", "",
         f"Generated on the fly by the `{task}` task family, knob mixture `{mixture}`, each pair passed "
@@ -130,9 +144,9 @@ def render_card(
         "(N-Queens: all 8 board symmetries; colouring: a Weisfeiler-Lehman isomorphism invariant).", "",
         "## Training on this machine", "", _table(training), "",
         "## Evaluation (held-out)", "",
-        (f"Command: `gram eval model/weights/{name}.safetensors --out model/weights/{name}.eval.json`. "
-         "Samples run exactly as the service runs them (verifier after every step; a trajectory retires "
-         "at its first valid answer, when q_halt > 0, or after n_sup steps)."), "",
+        (f"Command: `gram eval model/weights/{name}.safetensors{eval_args} --out "
+         f"model/weights/{name}.eval.json`. Samples run exactly as the service runs them (verifier after "
+         f"every step; a trajectory retires {retire})."), "",
         _eval_tables(report) if report else "(no eval report)", "",
         f"Serving cost: one request with {latency.get('trajectories')} trajectories x "
         f"{latency.get('steps')} steps (no early exit) took {latency.get('median_s')} s here "

@@ -36,7 +36,7 @@ TRAIN_MIXTURES: dict[str, list[tuple[float, Knobs]]] = {
     ],
     # A CPU budget cannot learn Sudoku-Extreme from scratch: a curriculum of easier tiers plus hard ones.
     "sudoku": [
-        (0.4, {"difficulty": "easy"}), (0.35, {"difficulty": "medium"}), (0.25, {"difficulty": "hard"}),
+        (0.6, {"difficulty": "easy"}), (0.3, {"difficulty": "medium"}), (0.1, {"difficulty": "hard"}),
     ],
     "mnist": [(1.0, {})],
 }

@@ -3,7 +3,8 @@
 Inference runs exactly as the service runs it (encode / init_state / step with per-trajectory noise keys):
 each instance gets N trajectories (seed, traj = 0..N-1); after every supervision step the candidate is
 checked by the family's verifier and a trajectory retires with its first valid answer, when the halting
-head says stop (q_halt > 0), or after ``max_steps``. Metrics over the first n of the N trajectories:
+head says stop (q_halt > 0; unless the checkpoint's card or the caller turns the head off, as the
+service's use_halting does), or after ``max_steps``. Metrics over the first n of the N trajectories:
 - accuracy@n: at least one valid answer among n samples (N-Queens "accuracy" in the paper = acc@1);
 - coverage@n: distinct valid answers (the family's canonical key) / all valid answers (exact solver),
   averaged per instance;
@@ -27,7 +28,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.data import HeldOut, heldout_set
-from model.gram import GRAM, NoiseKeys, served_temperature
+from model.gram import GRAM, NoiseKeys, served_halting, served_temperature
 from model.tasks.base import Task
 from model.tasks.registry import get_task
 
@@ -38,12 +39,13 @@ SOLVER_CAP = 5000
 @torch.no_grad()
 def sample_answers(
     model: GRAM, task: Task, x: torch.Tensor, n_traj: int, max_steps: int, seed: int = 0, slots: int = 256,
-    temperature: float = 1.0,
+    temperature: float = 1.0, use_halting: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``n_traj`` trajectories for one input x [L, G_in].
 
     Returns (answers [n_traj, L, G_out], valid bool [n_traj], steps int [n_traj]) where each answer is the
-    trajectory's first valid candidate, else its candidate when it halted or ran out of steps.
+    trajectory's first valid candidate, else its candidate when it halted (``use_halting``) or ran out
+    of steps.
     """
     dev = model.device
     x = x.to(dev)
@@ -68,7 +70,7 @@ def sample_answers(
             out = model.step(h, l, e_x[active], noise)
             h, l = out.h, out.l
             v = task.verify(out.tokens, xb[active])
-            stop = v | (out.q_halt > 0) | (n + 1 == max_steps)
+            stop = v | ((out.q_halt > 0) & use_halting) | (n + 1 == max_steps)
             ans[active] = out.tokens
             ok[active] = v
             used[active] = n + 1
@@ -92,12 +94,15 @@ def coloring_conflicts(y: torch.Tensor, x: torch.Tensor) -> int:
 def evaluate(
     model: GRAM, per_setting: int = 100, n_max: int = 50, max_steps: int | None = None, seed: int = 0,
     heldout: list[HeldOut] | None = None, progress: Any = None, temperature: float | None = None,
+    use_halting: bool | None = None,
 ) -> dict[str, Any]:
     """Accuracy and coverage @n on the held-out set, sampled as the service samples: at ``temperature``,
-    by default the checkpoint's recommended prior temperature (card ``prior_temperature``, else 1)."""
+    by default the checkpoint's recommended prior temperature (card ``prior_temperature``, else 1), and
+    with the halting head on unless ``use_halting`` (by default the card's) says otherwise."""
     task = get_task(model.config.task)
     card = model.card
     temperature = served_temperature(model, temperature)
+    use_halting = served_halting(model, use_halting)
     if heldout is None:
         # The exact set the run excluded from training, then its first ``per_setting`` of each setting.
         size = int(card.get("heldout_per_setting", per_setting))
@@ -114,7 +119,7 @@ def evaluate(
     t0 = time.monotonic()
     for i, item in enumerate(heldout):
         answers, valid, steps = sample_answers(model, task, item.instance.x, n_max, max_steps, seed=seed + i,
-                                               temperature=temperature)
+                                               temperature=temperature, use_halting=use_halting)
         x = item.instance.x
         solutions = task.solve(item.instance, SOLVER_CAP)
         all_keys = {task.canonical_key(x, s) for s in solutions}
@@ -144,6 +149,7 @@ def evaluate(
         "checkpoint": card.get("name", model.config.task), "task": model.config.task,
         "stochastic": model.config.stochastic, "params": model.num_parameters(),
         "samples_per_instance": n_max, "max_steps": max_steps, "seed": seed, "temperature": temperature,
+        "use_halting": use_halting,
         "heldout": {"seed": card.get("heldout_seed"), "disjoint_from_training": "by canonical input form"},
         "settings": settings, "eval_seconds": round(time.monotonic() - t0, 1),
         "metrics": "accuracy@n / coverage@n in %, over the first n of the samples; coverage per instance",
@@ -213,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None,
                    help="prior temperature (default: the checkpoint's recommended one)")
+    p.add_argument("--halting", action=argparse.BooleanOptionalAction, default=None,
+                   help="retire trajectories when the halting head says stop (default: the card's, else on)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -220,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     if model.config.task == "mnist":
         report = mnist_report(model, png=Path(args.out).with_suffix(".png") if args.out else None)
     else:
-        report = evaluate(model, args.per_setting, args.samples, args.max_steps, temperature=args.temperature)
+        report = evaluate(model, args.per_setting, args.samples, args.max_steps, temperature=args.temperature,
+                          use_halting=args.halting)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -51,6 +51,15 @@ def served_temperature(model: Any, override: float | None = None) -> float:
         return float(override)
     return float((getattr(model, "card", None) or {}).get("prior_temperature", 1.0))
 
+
+def served_halting(model: Any, override: bool | None = None) -> bool:
+    """Whether a trajectory retires when the model's halting head says stop (q_halt > 0): ``override``
+    (a server setting, a CLI flag) when given, else the checkpoint's card (``use_halting``, measured per
+    checkpoint: a head that fires early on wrong answers costs answers), else true."""
+    if override is not None:
+        return bool(override)
+    return bool((getattr(model, "card", None) or {}).get("use_halting", True))
+
 @dataclass
 class StepOutput:
     h: torch.Tensor  # [B, P + L, D]

@@ -26,7 +26,9 @@ Choices the paper leaves open (GRAM.md 7), made here:
   prior, which must predict them from u, learned nothing usable in 35 minutes (N-Queens prior token
   accuracy below the all-empty board's, colouring at chance) at beta = 0.07, 1 and 2. The auxiliary
   term trains the path inference uses as directly as the baseline's loss does; the ELBO terms still
-  shape the noise (which mode to pick) on top of it.
+  shape the noise (which mode to pick) on top of it. Not for unconditional MNIST, where the target
+  cannot be predicted without the noise: there the term pulls the prior to the mean image (nearly
+  blank after argmax), so the MNIST preset sets it to 0.
 - Halting and value targets come from the PRIOR rollout of the same u (h_p = u + a prior draw), i.e. what
   inference will see, not the optimistic posterior. Both heads read h_p[:, 0] detached: they train only
   the heads (paper A.1). Halting target: the prior's prediction is valid (task verifier; multi-solution

@@ -223,7 +223,7 @@ class Trainer:
             "train_time_s": round(self.train_time, 1), "train_examples": self.examples,
             "batch": self.tc.batch * self.world, "params": self.model.num_parameters(),
             "weights": "EMA", "ema_decay": self.tc.ema_decay, "heldout_seed": HELDOUT_SEED,
-            "heldout_per_setting": self.tc.heldout_per_setting,
+            "heldout_per_setting": self.tc.heldout_per_setting, "decay_s": self.tc.decay_s,
         }
 
     def save(self) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from model.gram import GRAM, NoiseKeys, served_temperature
+from model.gram import GRAM, NoiseKeys, served_halting, served_temperature
 from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
 from service.jobs import Job, JobKind, Outcome, Result, Solution
@@ -105,7 +105,8 @@ class Engine:
         self.scheduler = Scheduler(
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
             admission=settings.admission, stall_min_steps=settings.stall_min_steps,
-            use_halting=settings.use_halting,
+            # the server's setting, else the checkpoint's (a card says false where its head misfires)
+            use_halting=served_halting(model, settings.use_halting),
         )
         self.ready = False
         self._lock = threading.Condition()

@@ -64,9 +64,10 @@ class Settings(BaseSettings):
     stall_min_steps: int = Field(
         3, ge=1, le=1024, description="stall exit retires no trajectory that has run fewer steps than this"
     )
-    use_halting: bool = Field(
-        True, description="continuous mode: retire a trajectory when the model's halting head says stop "
-                          "(q_halt > 0); false ignores it (e.g. a head that fires early on wrong answers)",
+    use_halting: bool | None = Field(
+        None, description="continuous mode: retire a trajectory when the model's halting head says stop "
+                          "(q_halt > 0); false ignores it (e.g. a head that fires early on wrong answers); "
+                          "unset: each checkpoint's card (use_halting), else true",
     )
     # The prior's temperature (NoiseKeys.temperature): above 1, a width's trajectories spread further and
     # solve more distinct puzzles. Measured per checkpoint, so the default is each checkpoint's own

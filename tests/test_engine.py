@@ -302,6 +302,15 @@ def test_default_temperature_is_the_setting_else_the_checkpoints_card() -> None:
     assert Engine("toy", model, TASK, Settings(temperature=1.5)).temperature == 1.5
 
 
+def test_halting_is_the_setting_else_the_checkpoints_card() -> None:
+    model = FakeModel()
+    assert Engine("toy", model, TASK, Settings()).scheduler.use_halting is True  # no card: on
+    model.card = {"use_halting": False}  # type: ignore[attr-defined]
+    engine = Engine("toy", model, TASK, Settings())
+    assert engine.scheduler.use_halting is False and engine.answer_settings()["use_halting"] is False
+    assert Engine("toy", model, TASK, Settings(use_halting=True)).scheduler.use_halting is True
+
+
 @pytest.mark.parametrize("temperature", [0.0, -1.0, 11.0])
 def test_a_temperature_out_of_range_is_refused(make_engine, temperature: float) -> None:
     engine = make_engine(slots=1)

@@ -169,6 +169,21 @@ def test_trace_records_validity_solution_identity_and_halting_per_trajectory_and
         trace_puzzle(model, task, inst, width=2, steps=1, seed=1, temperature=[])
 
 
+def test_eval_sampling_retires_on_the_halting_head_only_when_told() -> None:
+    from model.evaluate import sample_answers
+
+    task = get_task("nqueens")
+    inst, y = task.generate(random.Random(0), n=6, given=1)
+    model = _OracleModel(inst.x.unsqueeze(0), y.unsqueeze(0))
+    model.device = torch.device("cpu")  # type: ignore[attr-defined]
+    model.config.out_group = y.shape[-1]
+    # odd trajectories never verify; the head says stop from step 3 on
+    _, valid, steps = sample_answers(model, task, inst.x, 4, 5, seed=1)  # type: ignore[arg-type]
+    assert valid.tolist() == [True, False, True, False] and steps.tolist() == [2, 3, 2, 3]
+    _, valid, steps = sample_answers(model, task, inst.x, 4, 5, seed=1, use_halting=False)  # type: ignore[arg-type]
+    assert valid.tolist() == [True, False, True, False] and steps.tolist() == [2, 5, 2, 5]
+
+
 def replay_through(sched: Any, tr: Trace) -> Any:
     """Run a traced job (already added to ``sched``) through the real scheduler: each row's outcome is
     the trace's at that trajectory and step. Returns the FinishedJob."""
@@ -308,6 +323,28 @@ def test_the_quality_command_writes_its_study_and_replayable_traces(tmp_path: An
     assert CliRunner().invoke(app, stall_off).exit_code == 0
     no_stall = json.loads((out / "summary.json").read_text())
     assert no_stall["stall_patience"] == 0 and no_stall["gram/verified+stall"] == no_stall["gram/verified"]
+
+
+def test_the_study_replays_the_exit_rules_the_engine_runs_for_the_checkpoint(tmp_path: Any) -> None:
+    """With the halting head off in the card (Sudoku), the engine's exits are verified + stall: the work
+    figures and the engine's saving at equal coverage follow that, not verified + halt + stall."""
+    from loadtests.quality import write_study
+
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.full((16, 4), V)
+    ids[5, 3] = 0  # one trajectory verifies, at the last step
+    halted = torch.rand(16, 4, generator=gen) < 0.5  # a head that stops half the trajectories each step
+    same = torch.zeros(16, 4, dtype=torch.bool)
+    traces = {"gram": [Trace(ids, halted, same, 1, 0.0)]}
+    meta = {"task": "t", "knobs": {}, "width": 16, "max_steps": 4}
+    _, on = write_study(traces, meta, (1, 3), tmp_path / "on")
+    _, off = write_study(traces, {**meta, "use_halting": False}, (1, 3), tmp_path / "off")
+    assert on["engine_policy"] == "verified+halt+stall" and off["engine_policy"] == "verified+stall"
+    for summary, policy in ((on, "verified+halt+stall"), (off, "verified+stall")):
+        assert summary["first_found_work"]["w16"]["steps"] == pytest.approx(
+            first_found_work(traces["gram"], 16, 4, policy), abs=0.01
+        )
+    assert off["first_found_work"]["w16"]["steps"] > on["first_found_work"]["w16"]["steps"]
 
 
 def test_the_temperature_command_writes_one_row_per_temperature_and_width(tmp_path: Any) -> None:

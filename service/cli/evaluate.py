@@ -31,6 +31,10 @@ def evaluate(
     temperature: Annotated[
         float | None, typer.Option(help="prior temperature (default: each checkpoint's recommended one)")
     ] = None,
+    halting: Annotated[
+        bool | None, typer.Option(help="retire a trajectory when the halting head says stop (default: each "
+                                       "checkpoint's card, else on)")
+    ] = None,
 ) -> None:
     """Accuracy and coverage @1/5/20/50 against the exact solver, colouring conflicts, Sudoku by tier."""
     import torch
@@ -58,7 +62,7 @@ def evaluate(
                     bar.update(tid, completed=done, total=total)
 
                 report = run_eval(model, per_setting, samples, max_steps, progress=on_progress,
-                                  temperature=temperature)
+                                  temperature=temperature, use_halting=halting)
         text = json.dumps(report, indent=2)
         target = out / f"{path.stem}.eval.json" if out is not None and len(checkpoints) > 1 else out
         if target is not None:
