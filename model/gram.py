@@ -60,6 +60,7 @@ def served_halting(model: Any, override: bool | None = None) -> bool:
         return bool(override)
     return bool((getattr(model, "card", None) or {}).get("use_halting", True))
 
+
 @dataclass
 class StepOutput:
     h: torch.Tensor  # [B, P + L, D]
