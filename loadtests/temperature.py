@@ -6,7 +6,8 @@ prior's sigma is multiplied by t (NoiseKeys.temperature; the service's ``tempera
         --out loadtests/results/temperature-nqueens8
 
 One trace per temperature (loadtests.quality_trace: the model's own step, fp32), then the engine's exit
-rules replayed on it (verified + halt + stall, the service's defaults): per width, the fraction of puzzles
+rules replayed on it (the service's defaults for the checkpoint: verified + stall, and the halting head
+unless its card turns it off): per width, the fraction of puzzles
 solved, coverage and per-trajectory accuracy, and the trajectory-steps an unseeded width-16 job wanting one
 answer costs. Writes temperature.csv and temperature.png (solved against width, one line per temperature).
 
@@ -35,11 +36,9 @@ from loadtests.loadgen import write_csv  # noqa: E402
 from loadtests.quality_policy import evaluate, first_found_work  # noqa: E402
 from loadtests.quality_trace import Trace  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
+from model.gram import served_halting  # noqa: E402
 
 console = Console(width=150)
-POLICY = "verified+halt+stall"  # what the continuous engine runs with its defaults
-
-
 def parse_schedule(text: str) -> list[float]:
     """``"2.5"`` -> [2.5]; ``"2.5/2.5/1"`` -> [2.5, 2.5, 1.0] (per step, the last entry holding)."""
     try:
@@ -56,15 +55,15 @@ def label(schedule: list[float]) -> str:
 
 
 def temperature_rows(
-    traces: list[Trace], temperature: str, width: int, steps: int
+    traces: list[Trace], temperature: str, width: int, steps: int, policy: str = "verified+halt+stall"
 ) -> list[dict[str, object]]:
     """One row per width (1, 2, 4, ... up to ``width``): what the engine's exit rules make of the traces."""
     work_k = min(16, width)
-    work = first_found_work(traces, work_k, steps)
-    work_c4 = first_found_work(traces, work_k, steps, concurrency=min(4, work_k))
+    work = first_found_work(traces, work_k, steps, policy)
+    work_c4 = first_found_work(traces, work_k, steps, policy, concurrency=min(4, work_k))
     rows: list[dict[str, object]] = []
     for k in quality.widths_up_to(width):
-        o = evaluate(traces, k, steps, POLICY)
+        o = evaluate(traces, k, steps, policy)
         rows.append({
             "temperature": temperature, "width": float(k), "solved": o.solved, "coverage": o.coverage,
             "accuracy": o.accuracy, "steps": o.steps, "first_found_work_width": float(work_k),
@@ -112,18 +111,19 @@ def main(
     s = steps or model.config.n_sup
     instances = quality.make_puzzles(task, puzzles, seed, knobs)
     schedules = [parse_schedule(v) for v in temperatures.split(",")]
+    policy = quality.engine_policy(served_halting(model))  # the exits the engine runs for this checkpoint
     rows: list[dict[str, object]] = []
     for schedule in schedules:
         t = label(schedule)
         started = time.monotonic()
         with console.status(f"temperature {t}"):
             traces = quality.trace_model(model, task, instances, width, s, 64, seed, schedule)
-        rows += temperature_rows(traces, t, width, s)
+        rows += temperature_rows(traces, t, width, s, policy)
         console.print(f"temperature {t}: {time.monotonic() - started:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "temperature.csv", rows)
     plot(rows, out / "temperature.png", f"{checkpoint.stem} {knobs} seed {seed}: solved vs width")
-    table = Table(title=f"{checkpoint.name}, {puzzles} puzzles {knobs}, seed {seed}, {s} steps, {POLICY}")
+    table = Table(title=f"{checkpoint.name}, {puzzles} puzzles {knobs}, seed {seed}, {s} steps, {policy}")
     for col in ("temperature", "width", "solved", "coverage", "accuracy", "work (w16, c16 / c4)"):
         table.add_column(col, justify="right")
     for r in rows:

@@ -369,3 +369,15 @@ def test_the_temperature_command_writes_one_row_per_temperature_and_width(tmp_pa
     assert (out / "temperature.png").is_file()
     bad = CliRunner().invoke(app, [*args[:3], "2.5/0", *args[4:]])
     assert bad.exit_code != 0 and "(0, 10]" in bad.output
+
+
+def test_the_temperature_rows_replay_the_policy_they_are_given() -> None:
+    """Sudoku's card turns its halting head off; the scan must not count that head's stops."""
+    from loadtests.temperature import temperature_rows
+
+    ids = torch.tensor([[V, 0]])  # verifies at its second step...
+    halted = torch.tensor([[True, False]])  # ...after the head said stop at its first
+    traces = [Trace(ids, halted, torch.zeros(1, 2, dtype=torch.bool), 1, 0.0)]
+    with_head = temperature_rows(traces, "1", 1, 2, "verified+halt+stall")
+    without = temperature_rows(traces, "1", 1, 2, "verified+stall")
+    assert with_head[0]["solved"] == 0.0 and without[0]["solved"] == 1.0
