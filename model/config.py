@@ -63,6 +63,14 @@ class GRAMConfig:
     # paper). See objective.py: on a CPU budget the posterior otherwise keeps a shortcut the prior
     # never catches up with.
     prior_ce: float = 0.0
+    # How the KL is normalised before beta prices it: "position" (mean over all P + L positions, the
+    # first shipped checkpoints) or "answer" (the board's total KL divided by its answer positions, so a
+    # nat of KL costs the same against a nat of CE per answer token whatever the board size or padding).
+    kl_norm: str = "position"
+    # The posterior q(eps | u, y): "linear" (per position, from [u, emb(y)]) or "attn" (one attention
+    # block over [u, emb(y)] first, so each position's noise can depend on the whole target: which of
+    # several solutions the core should complete).
+    posterior: str = "linear"
     halt_weight: float = 0.5
     value_weight: float = 0.5
 
@@ -73,6 +81,10 @@ class GRAMConfig:
             raise ValueError(f"grid positions need a square seq_len, got {self.seq_len}")
         if self.carry not in ("posterior", "prior"):
             raise ValueError(f"carry must be 'posterior' or 'prior', got {self.carry!r}")
+        if self.kl_norm not in ("position", "answer"):
+            raise ValueError(f"kl_norm must be 'position' or 'answer', got {self.kl_norm!r}")
+        if self.posterior not in ("linear", "attn"):
+            raise ValueError(f"posterior must be 'linear' or 'attn', got {self.posterior!r}")
         if self.mixer not in ("attn", "mlp_t"):
             raise ValueError(f"mixer must be 'attn' or 'mlp_t', got {self.mixer!r}")
         if self.mixer == "attn" and self.d_model % self.n_heads:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from model import hindsight
 from model.tasks.base import Instance, Task
 
 Knobs = dict[str, Any]
@@ -23,16 +24,25 @@ Knobs = dict[str, Any]
 # What the shipped checkpoints train on: every size the service accepts, weighted to the paper's sizes.
 # Each entry is (weight, generator knobs).
 TRAIN_MIXTURES: dict[str, list[tuple[float, Knobs]]] = {
-    # default generator: n = 4..12 (8 and 10 four times as likely), 1-3 given queens
-    "nqueens": [(1.0, {})],
+    # 45 % 8x8 and 45 % 10x10 (the evaluated and most-served sizes), mostly the paper's 1-3 given queens
+    # but also any number up to n - 1 and the empty board; 10 % the other sizes, 0-3 given.
+    "nqueens": [
+        (0.32, {"n": 8, "given": ("choice", 1, 2, 3)}), (0.32, {"n": 10, "given": ("choice", 1, 2, 3)}),
+        (0.08, {"n": 8, "given": ("randint", 0, 7)}), (0.08, {"n": 10, "given": ("randint", 0, 9)}),
+        (0.05, {"n": 8, "given": 0}), (0.05, {"n": 10, "given": 0}),
+        (0.10, {"n": ("choice", 4, 5, 6, 7, 9, 11, 12), "given": ("randint", 0, 3)}),
+    ],
+    # 70 % near-threshold 3-colourable graphs of the paper's sizes (few colourings each), the rest
+    # every other size, 2 and 4 colours, and pinned colours.
     "graph_coloring": [
-        (0.5, {"num_colors": 3}),  # the paper's 8 / 10 nodes
-        (0.15, {"num_nodes": ("randint", 4, 16), "num_colors": 3, "edge_prob": ("uniform", 0.15, 0.35)}),
-        (0.15, {"num_nodes": ("randint", 4, 16), "num_colors": 4, "edge_prob": ("uniform", 0.25, 0.45)}),
-        (0.1, {"num_nodes": ("randint", 3, 16), "num_colors": 2, "edge_prob": ("uniform", 0.05, 0.2),
-               "min_colorings": 1}),
-        (0.1, {"num_nodes": ("randint", 4, 12), "num_colors": 3, "fixed": ("randint", 1, 3),
-               "min_colorings": 1}),
+        (0.35, {"num_nodes": 8, "num_colors": 3, "edge_prob": ("uniform", 0.35, 0.55), "min_colorings": 1}),
+        (0.35, {"num_nodes": 10, "num_colors": 3, "edge_prob": ("uniform", 0.3, 0.45), "min_colorings": 1}),
+        (0.1, {"num_nodes": ("randint", 4, 16), "num_colors": 3, "edge_prob": ("uniform", 0.15, 0.35)}),
+        (0.1, {"num_nodes": ("randint", 4, 16), "num_colors": 4, "edge_prob": ("uniform", 0.25, 0.45)}),
+        (0.05, {"num_nodes": ("randint", 3, 16), "num_colors": 2, "edge_prob": ("uniform", 0.05, 0.2),
+                "min_colorings": 1}),
+        (0.05, {"num_nodes": ("randint", 4, 12), "num_colors": 3, "fixed": ("randint", 1, 3),
+                "min_colorings": 1}),
     ],
     # A CPU budget cannot learn Sudoku-Extreme from scratch: a curriculum of easier tiers plus hard ones.
     "sudoku": [
@@ -48,8 +58,15 @@ EVAL_SETTINGS: dict[str, list[tuple[str, Knobs]]] = {
     "nqueens": [
         ("n8", {"n": 8, "given": ("choice", 2, 3, 3)}), ("n10", {"n": 10, "given": ("choice", 2, 3, 3)}),
     ],
+    # n8k3 / n10k3: p ~ U(0.25, 0.5), tens of colourings each (the first checkpoints' set);
+    # n8p50 / n10p40: the paper's kind, near the 3-colourability threshold, at most 20 colourings
+    # modulo colour permutation.
     "graph_coloring": [
         ("n8k3", {"num_nodes": 8, "num_colors": 3}), ("n10k3", {"num_nodes": 10, "num_colors": 3}),
+        ("n8p50", {"num_nodes": 8, "num_colors": 3, "edge_prob": 0.5, "min_colorings": 1,
+                   "max_colorings": 20}),
+        ("n10p40", {"num_nodes": 10, "num_colors": 3, "edge_prob": 0.4, "min_colorings": 1,
+                    "max_colorings": 20}),
     ],
     "sudoku": [("easy", {"difficulty": "easy"}), ("medium", {"difficulty": "medium"}),
                ("hard", {"difficulty": "hard"})],
@@ -179,6 +196,16 @@ class TrainStream:
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self._pair() for _ in range(size)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def batch_with_candidates(
+        self, size: int, cap: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, cands [size, cap, L, G], counts [size]): each input's target and up to cap - 1 other
+        valid solutions (model.hindsight), drawn from this stream's rng so resume stays exact."""
+        pairs = [self._pair() for _ in range(size)]
+        sets = [hindsight.candidates(self.task, x, y, self.rng, cap) for x, y in pairs]
+        cands, counts = hindsight.pad_candidates(sets, cap)
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), cands, counts
 
     def state(self) -> list[Any]:
         version, internal, gauss = self.rng.getstate()

@@ -25,7 +25,7 @@ from torch import nn
 from kernels import ops
 from kernels.reference import per_row
 from model.config import GRAMConfig, config_for
-from model.layers import GaussianHead, GridPositions, PosteriorHead, ReasoningModule
+from model.layers import AttentionPosteriorHead, GaussianHead, GridPositions, PosteriorHead, ReasoningModule
 
 
 @dataclass
@@ -110,7 +110,9 @@ class GRAM(nn.Module):
         self.register_buffer("z0", z0)
         # Guidance (eq. 9): prior p(eps | u); posterior q(eps | u, y) sees y through its own embedding.
         self.prior = GaussianHead(d, d, c.sigma_min, c.sigma_init)
-        self.posterior = PosteriorHead(d, c.sigma_min)
+        self.posterior: nn.Module = (
+            AttentionPosteriorHead(c) if c.posterior == "attn" else PosteriorHead(d, c.sigma_min)
+        )
         self.y_emb = nn.Embedding(c.out_group * c.out_vocab, d)
         nn.init.trunc_normal_(self.y_emb.weight, std=1.0)
         self.register_buffer(

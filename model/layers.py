@@ -178,3 +178,26 @@ class PosteriorHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         delta, s = self.proj(torch.cat((u, y_feat), dim=-1)).chunk(2, dim=-1)
         return mu_p + delta, self.sigma_min + sigma_p * torch.exp(s.clamp(-6.0, 3.0))
+
+
+class AttentionPosteriorHead(nn.Module):
+    """q(eps | u, y) like PosteriorHead, but [u, emb(y)] first goes through one attention block, so the
+    noise at each position can depend on the whole target (which solution), not just its own token.
+    The output projection is zero-initialised: q = p at the start."""
+
+    def __init__(self, cfg: GRAMConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.sigma_min = cfg.sigma_min
+        self.inp = nn.Linear(2 * d, d)
+        self.block = Block(cfg.with_(mixer="attn"))
+        self.out = nn.Linear(d, 2 * d)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(
+        self, u: torch.Tensor, y_feat: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.block(self.inp(torch.cat((u, y_feat), dim=-1)))
+        delta, s = self.out(z).chunk(2, dim=-1)
+        return mu_p + delta, self.sigma_min + sigma_p * torch.exp(s.clamp(-6.0, 3.0))

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import ops
+from model import hindsight
 from model.gram import GRAM
 
 Verifier = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (y_pred, x) -> bool[B]
@@ -83,16 +84,19 @@ class GRAMObjective(nn.Module):
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, l: torch.Tensor,
         generator: torch.Generator | None = None,
+        cands: torch.Tensor | None = None, counts: torch.Tensor | None = None,
     ) -> StepLosses:
+        """One supervision step from the carry (h, l). With ``cands`` [B, C, L, G] / ``counts`` [B] (valid
+        solutions of each input, model.hindsight) the target is, per row, the candidate nearest to the
+        prior sample's prediction; otherwise ``y``."""
         m, c = self.model, self.model.config
         e_x = m.encode(x)
         answer = y != 0  # [B, L, G]: PAD targets are not part of the answer
-        y_feat = m.embed_target(y) if c.stochastic else None
+        y_feat = m.embed_target(y) if c.stochastic and c.carry == "posterior" else None
 
         def early_guide(u: torch.Tensor) -> torch.Tensor:
             # Transitions 1..T-1 follow the same rollout as the carry (see GRAMConfig.carry).
-            feats = y_feat if c.carry == "posterior" else None
-            mu_p, sigma_p, mu_q, sigma_q = m.guidance_params(u, feats)
+            mu_p, sigma_p, mu_q, sigma_q = m.guidance_params(u, y_feat)
             mu, sigma = (mu_q, sigma_q) if mu_q is not None else (mu_p, sigma_p)
             return u + mu + sigma * _randn_like(u, generator)
 
@@ -104,14 +108,26 @@ class GRAMObjective(nn.Module):
             l = m.core(l, h, e_x)
         u = m.core(h, l)
         if c.stochastic:
-            mu_p, sigma_p, mu_q, sigma_q = m.guidance_params(u, y_feat)
-            h_q = u + mu_q + sigma_q * _randn_like(u, generator)
+            mu_p, sigma_p = m.prior(u)
             h_p = u + mu_p + sigma_p * _randn_like(u, generator)
             if c.prior_ce == 0.0:
                 h_p = h_p.detach()
-            kl = kl_balanced(mu_q, sigma_q, mu_p, sigma_p, c.kl_balance).float().sum(-1).mean()
         else:
-            h_q, h_p = u, u.detach()
+            h_p = u.detach()
+        # Halting / value heads (and the hindsight choice) on the prior rollout, detached from the core.
+        out_p = m.readout(h_p, heads_grad=False)
+        if cands is not None and counts is not None and cands.shape[1] > 1:
+            y = hindsight.nearest(out_p.logits, cands, counts, answer)
+        if c.stochastic:
+            mu_q, sigma_q = m.posterior(u, m.embed_target(y), mu_p, sigma_p)
+            h_q = u + mu_q + sigma_q * _randn_like(u, generator)
+            kl_el = kl_balanced(mu_q, sigma_q, mu_p, sigma_p, c.kl_balance).float().sum(-1)  # [B, S]
+            if c.kl_norm == "answer":
+                kl = (kl_el.sum(1) / answer.any(-1).sum(1).clamp_min(1)).mean()
+            else:
+                kl = kl_el.mean()
+        else:
+            h_q = u
             kl = u.new_zeros((), dtype=torch.float32)
 
         logits = m.readout(h_q).logits.float()  # [B, L, G, V]
@@ -119,8 +135,6 @@ class GRAMObjective(nn.Module):
         n_ans = answer.sum((1, 2)).clamp_min(1)
         ce = ((ce_tok * answer).sum((1, 2)) / n_ans).mean()
 
-        # Halting / value heads on the prior rollout, detached from the core.
-        out_p = m.readout(h_p, heads_grad=False)
         prior_ce = logits.new_zeros(())
         if c.stochastic and c.prior_ce > 0:
             lp = out_p.logits.float()

@@ -35,6 +35,7 @@ Progress = Callable[[dict[str, Any]], None]
 STATE_FILE = "state.safetensors"
 MODEL_FILE = "model.safetensors"
 HELDOUT_SEED = 12345
+CARRY_FIELDS = ("x", "y", "h", "l", "steps", "min_steps", "cands", "counts")
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Carry:
     l: torch.Tensor
     steps: torch.Tensor  # supervision steps done on the slot's example
     min_steps: torch.Tensor  # halting is ignored before this many steps (exploration)
+    cands: torch.Tensor  # [B, C, L, G] valid solutions of each slot's input (C = 1: just y)
+    counts: torch.Tensor  # [B] how many of cands are real
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -75,6 +78,8 @@ class Trainer:
             torch.set_num_threads(tc.threads)
         self.task = get_task(task_of(tc.name))
         self.model: GRAM = build_model(tc.model, seed=tc.seed).to(self.device)
+        if tc.init_from:
+            _warm_start(self.model, tc.init_from)
         self.ema: GRAM = copy.deepcopy(self.model).requires_grad_(False).eval()
         verify = None if self.task.name == "mnist" else self.task.verify
         self.objective = GRAMObjective(self.model, verify)
@@ -104,12 +109,21 @@ class Trainer:
         self.carry = self._fresh_carry()
 
     # ---- carry -------------------------------------------------------------------------------------
+    def _draw(self, n: int) -> tuple[torch.Tensor, ...]:
+        cap = max(self.tc.hindsight, 1)
+        if cap > 1:
+            x, y, cands, counts = self.stream.batch_with_candidates(n, cap)
+        else:
+            x, y = self.stream.batch(n)
+            cands, counts = y.unsqueeze(1), torch.ones(n, dtype=torch.long)
+        return tuple(t.to(self.device) for t in (x, y, cands, counts))
+
     def _fresh_carry(self) -> Carry:
         b = self.tc.batch
-        x, y = self.stream.batch(b)
+        x, y, cands, counts = self._draw(b)
         h, l = self.model.init_state(b)
         zeros = torch.zeros(b, dtype=torch.long, device=self.device)
-        return Carry(x.to(self.device), y.to(self.device), h, l, zeros, self._draw_min_steps(b))
+        return Carry(x, y, h, l, zeros, self._draw_min_steps(b), cands, counts)
 
     def _draw_min_steps(self, n: int) -> torch.Tensor:
         n_sup = self.tc.model.n_sup
@@ -123,9 +137,9 @@ class Trainer:
         idx = done.nonzero().flatten()
         if idx.numel() == 0:
             return
-        x, y = self.stream.batch(idx.numel())
+        x, y, cands, counts = self._draw(idx.numel())
         c = self.carry
-        c.x[idx], c.y[idx] = x.to(self.device), y.to(self.device)
+        c.x[idx], c.y[idx], c.cands[idx], c.counts[idx] = x, y, cands, counts
         h0, l0 = self.model.init_state(idx.numel())
         c.h[idx], c.l[idx] = h0, l0
         c.steps[idx] = 0
@@ -141,7 +155,7 @@ class Trainer:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step, self.train_time)
-        out = self.step_module(c.x, c.y, c.h, c.l, self.gen)
+        out = self.step_module(c.x, c.y, c.h, c.l, self.gen, c.cands, c.counts)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip)
@@ -239,7 +253,7 @@ class Trainer:
             for k, v in st.items():
                 tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
         c = self.carry
-        for k in ("x", "y", "h", "l", "steps", "min_steps"):
+        for k in CARRY_FIELDS:
             tensors[f"carry.{k}"] = getattr(c, k)
         tensors["rng.gen"] = self.gen.get_state()
         meta = {
@@ -266,12 +280,23 @@ class Trainer:
                 state.setdefault(int(idx), {})[name] = v.cpu() if name == "step" else v
         self.optimizer.load_state_dict({"state": state, "param_groups": groups})
         c = self.carry
-        for k in ("x", "y", "h", "l", "steps", "min_steps"):
+        for k in CARRY_FIELDS:
             setattr(c, k, tensors[f"carry.{k}"].clone())
         self.gen.set_state(tensors["rng.gen"].cpu())
         prog = json.loads(meta["progress"])
         self.step, self.train_time, self.examples = prog["step"], prog["train_time"], prog["examples"]
         self.stream.load_state(json.loads(meta["stream"]))
+
+
+def _warm_start(model: GRAM, path: str) -> None:
+    """Copy every tensor of checkpoint ``path`` whose name and shape match (the backbone); the rest (e.g.
+    a new posterior head) keeps its fresh init."""
+    tensors, _ = safetensors_io.load(path)
+    own = model.state_dict()
+    loaded = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("core.") for k in loaded):
+        raise ValueError(f"{path}: no backbone tensor matches this model's config")
+    model.load_state_dict(loaded, strict=False)
 
 
 def _state_name(rank: int) -> str:
@@ -359,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="anneal the learning rate linearly to 0 over the budget's last N seconds")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", default=None, help="start from this checkpoint's matching weights")
     args = p.parse_args(argv)
     run_dir = args.run_dir or f"runs/{args.name}"
     given = dict(time_budget_s=args.budget, max_steps=args.max_steps, decay_s=args.decay_s)
@@ -366,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     tc = None if args.resume else make_config(
         args.name, args.preset, batch=args.batch, threads=args.threads, **limits
     )
+    if tc is not None and args.init:
+        tc = tc.with_(init_from=args.init)
     train(tc, run_dir, resume=args.resume, progress=_print_progress, overrides=limits)
 
 

@@ -30,7 +30,7 @@ def _fmt_eta(seconds: float) -> str:
 
 @app.command()
 def train(
-    name: Annotated[str, typer.Argument(help="nqueens | nqueens_baseline | graph_coloring | sudoku | mnist")],
+    name: Annotated[str, typer.Argument(help="a run of model.presets.RUNS, e.g. nqueens, graph_coloring")],
     preset: Annotated[str, typer.Option(help="cpu (shipped checkpoints) | paper (GPU sizes)")] = "cpu",
     run_dir: Annotated[Path | None, typer.Option(help="where state and model are written")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in run-dir exactly")] = False,
@@ -43,6 +43,9 @@ def train(
     batch: Annotated[int | None, typer.Option(help="batch per process (overrides the preset)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     export: Annotated[Path | None, typer.Option(help="only copy the run's EMA model to this path")] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="start from this checkpoint's matching weights (fine-tune)")
+    ] = None,
 ) -> None:
     """Train (deep supervision, ELBO in noise space, EMA) with presets cpu and paper."""
     from model.presets import RUNS
@@ -66,6 +69,8 @@ def train(
     given = dict(time_budget_s=budget, max_steps=max_steps, decay_s=decay_s)
     limits = {k: v for k, v in given.items() if v is not None}
     tc = None if resume else make_config(name, preset, batch=batch, threads=threads, **limits)
+    if tc is not None and init is not None:
+        tc = tc.with_(init_from=str(init))
 
     columns = (
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
