@@ -1,18 +1,21 @@
-"""`gram eval`: the JSON report of a checkpoint on its held-out set (GRAM.md section 4).
+"""`gram eval`: the JSON report of a checkpoint on its held-out set (docs/GRAM.md, "Metrics").
 
-Inference runs exactly as the service runs it (encode / init_state / step with per-trajectory noise keys):
-each instance gets N trajectories (seed, traj = 0..N-1); after every supervision step the candidate is
-checked by the family's verifier and a trajectory retires with its first valid answer, when the halting
-head says stop (q_halt > 0; unless the checkpoint's card or the caller turns the head off, as the
-service's use_halting does), or after ``max_steps``. Metrics over the first n of the N trajectories:
-- accuracy@n: at least one valid answer among n samples (N-Queens "accuracy" in the paper = acc@1);
-- coverage@n: distinct valid answers (the family's canonical key) / all valid answers (exact solver),
-  averaged per instance;
+Each instance gets N trajectories with the service's noise keys (seed, traj = 0..N-1), run for
+``max_steps`` supervision steps. Two answers are read off each trajectory:
+- the service's: its first candidate the family's verifier accepts, unless the halting head (q_halt > 0,
+  when the checkpoint's card or the caller keeps it on) stopped it first — what a /solve request gets;
+- the paper's (``final_`` metrics): the candidate after the last step, with no per-step verifier and no
+  halting — the paper's definition of accuracy and coverage.
+Metrics over the first n of the N trajectories:
+- accuracy@n: at least one valid answer among n samples (N-Queens "accuracy" in the paper = final acc@1);
+- coverage@n: distinct valid answers (the family's canonical key, colourings modulo colour permutation)
+  / all valid answers (exact solver), averaged per instance;
 - colouring conflicts: edges with equal endpoint colours in each instance's first sample, summed over the
   set (the paper's magnitudes suggest totals) and per graph;
 - Sudoku: solve rate per difficulty tier.
 The held-out set is the one excluded from that checkpoint's training (model.data.heldout_set with the
-seed and size in the card), so no instance, nor a symmetric copy of it, was trained on.
+seed and size in the card), so no instance, nor a symmetric copy of it, was trained on. Inputs people
+try first (empty boards, named graphs, famous Sudokus) are in model/probes.py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +86,63 @@ def sample_answers(
     return torch.cat(answers), torch.cat(valid), torch.cat(steps)
 
 
+@dataclass
+class Rollout:
+    """Every supervision step of ``n_traj`` trajectories of one input, none retired early."""
+
+    tokens: torch.Tensor  # [S, N, L, G_out] the candidate after each step
+    valid: torch.Tensor  # bool [S, N]
+    q_halt: torch.Tensor  # [S, N]
+
+    def final(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The paper's answer: each trajectory's candidate after the last step (no per-step verifier,
+        no halting). (answers [N, L, G], valid [N])."""
+        return self.tokens[-1], self.valid[-1]
+
+    def served(self, use_halting: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The service's answer: each trajectory's first verified candidate, unless the halting head
+        stopped it first (then its candidate there). (answers, valid, steps used)."""
+        s, n = self.valid.shape
+        idx = torch.arange(s).unsqueeze(1).expand(s, n)
+        never = torch.full_like(idx, s)
+        first_valid = torch.where(self.valid, idx, never).min(0).values
+        halted = (self.q_halt > 0) if use_halting else torch.zeros_like(self.valid)
+        first_halt = torch.where(halted, idx, never).min(0).values
+        stop = torch.minimum(torch.minimum(first_valid, first_halt), torch.full_like(first_valid, s - 1))
+        answers = self.tokens[stop, torch.arange(n)]
+        return answers, first_valid <= stop, stop + 1
+
+
+@torch.no_grad()
+def rollout(
+    model: GRAM, task: Task, x: torch.Tensor, n_traj: int, max_steps: int, seed: int = 0, slots: int = 256,
+    temperature: float = 1.0,
+) -> Rollout:
+    """``n_traj`` trajectories of one input x [L, G_in] for ``max_steps`` steps with the service's noise
+    keys (seed, traj = 0..N-1), so a trajectory's candidates equal what the engine would produce."""
+    dev = model.device
+    x = x.to(dev)
+    e_one = model.encode(x.unsqueeze(0))
+    chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for start in range(0, n_traj, slots):
+        b = min(slots, n_traj - start)
+        traj = torch.arange(start, start + b, device=dev)
+        seeds = torch.full((b,), seed, dtype=torch.long, device=dev)
+        hot = None if temperature == 1.0 else torch.full((b,), float(temperature), device=dev)
+        h, l = model.init_state(b)
+        e_x = e_one.expand(b, -1, -1)
+        xb = x.unsqueeze(0).expand(b, -1, -1)
+        toks, oks, halts = [], [], []
+        for n in range(max_steps):
+            out = model.step(h, l, e_x, NoiseKeys(seeds, traj, torch.full_like(traj, n), hot))
+            h, l = out.h, out.l
+            toks.append(out.tokens.cpu())
+            oks.append(task.verify(out.tokens, xb).cpu())
+            halts.append(out.q_halt.cpu())
+        chunks.append((torch.stack(toks), torch.stack(oks), torch.stack(halts)))
+    return Rollout(*(torch.cat([c[i] for c in chunks], dim=1) for i in range(3)))
+
+
 def coloring_conflicts(y: torch.Tensor, x: torch.Tensor) -> int:
     """Edges whose endpoints got the same colour token (colouring family layout: sub j < 16 is edge i-j)."""
     n_slots = x.shape[0]
@@ -118,20 +179,23 @@ def evaluate(
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     t0 = time.monotonic()
     for i, item in enumerate(heldout):
-        answers, valid, steps = sample_answers(model, task, item.instance.x, n_max, max_steps, seed=seed + i,
-                                               temperature=temperature, use_halting=use_halting)
+        run = rollout(model, task, item.instance.x, n_max, max_steps, seed=seed + i, temperature=temperature)
+        answers, valid, steps = run.served(use_halting)
+        final, final_ok = run.final()
         x = item.instance.x
         solutions = task.solve(item.instance, SOLVER_CAP)
         all_keys = {task.canonical_key(x, s) for s in solutions}
         rec = per[item.setting]
         for n in ns:
-            found = {task.canonical_key(x, answers[j].cpu()) for j in range(n) if valid[j]}
-            rec[f"accuracy@{n}"].append(float(bool(found)))
-            rec[f"coverage@{n}"].append(len(found & all_keys) / max(len(all_keys), 1))
+            for prefix, ans, ok in (("", answers, valid), ("final_", final, final_ok)):
+                found = {task.canonical_key(x, ans[j]) for j in range(n) if ok[j]}
+                rec[f"{prefix}accuracy@{n}"].append(float(bool(found)))
+                rec[f"{prefix}coverage@{n}"].append(len(found & all_keys) / max(len(all_keys), 1))
         rec["solutions"].append(float(len(all_keys)))
         rec["mean_steps"].append(float(steps.float().mean()))
         if task.name == "graph_coloring":
-            rec["conflicts_first_sample"].append(float(coloring_conflicts(answers[0].cpu(), x)))
+            rec["conflicts_first_sample"].append(float(coloring_conflicts(answers[0], x)))
+            rec["final_conflicts_first_sample"].append(float(coloring_conflicts(final[0], x)))
         if progress is not None:
             progress(i + 1, len(heldout))
     settings: dict[str, Any] = {}
@@ -141,9 +205,10 @@ def evaluate(
             mean = sum(values) / len(values)
             percent = key.startswith(("accuracy", "coverage"))
             summary[key] = round(100.0 * mean, 2) if percent else round(mean, 3)
-        if "conflicts_first_sample" in rec:
-            summary["conflicts_total"] = int(sum(rec["conflicts_first_sample"]))
-            summary["conflicts_per_graph"] = summary.pop("conflicts_first_sample")
+        for prefix in ("", "final_"):
+            if f"{prefix}conflicts_first_sample" in rec:
+                summary[f"{prefix}conflicts_total"] = int(sum(rec[f"{prefix}conflicts_first_sample"]))
+                summary[f"{prefix}conflicts_per_graph"] = summary.pop(f"{prefix}conflicts_first_sample")
         settings[name] = summary
     return {
         "checkpoint": card.get("name", model.config.task), "task": model.config.task,
@@ -152,7 +217,13 @@ def evaluate(
         "use_halting": use_halting,
         "heldout": {"seed": card.get("heldout_seed"), "disjoint_from_training": "by canonical input form"},
         "settings": settings, "eval_seconds": round(time.monotonic() - t0, 1),
-        "metrics": "accuracy@n / coverage@n in %, over the first n of the samples; coverage per instance",
+        "metrics": (
+            "accuracy@n / coverage@n in %, over the first n of the samples, coverage per instance. "
+            "accuracy/coverage: the service's answer (a trajectory's first verified candidate over its "
+            "steps, unless the halting head stopped it first); final_accuracy/final_coverage: the "
+            "paper's (the candidate after the last step, no per-step verifier, no halting). Colouring "
+            "coverage counts colourings modulo colour permutation."
+        ),
     }
 
 

@@ -155,7 +155,8 @@ class Trainer:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step, self.train_time)
-        out = self.step_module(c.x, c.y, c.h, c.l, self.gen, c.cands, c.counts)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=tc.autocast == "bf16"):
+            out = self.step_module(c.x, c.y, c.h, c.l, self.gen, c.cands, c.counts)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip)

@@ -68,11 +68,13 @@ def test_eval_samples_at_the_checkpoints_recommended_temperature(monkeypatch: py
     model = load_checkpoint(WEIGHTS / "nqueens.safetensors")
     seen: list[float] = []
 
+    real = evaluation.rollout
+
     def spy(*args, temperature: float = 1.0, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(temperature)
-        return sample_answers(*args, temperature=temperature, **kwargs)
+        return real(*args, temperature=temperature, **kwargs)
 
-    monkeypatch.setattr(evaluation, "sample_answers", spy)
+    monkeypatch.setattr(evaluation, "rollout", spy)
     instance, y = get_task("nqueens").generate(random.Random(0), n=6)
     heldout = [HeldOut("n6", instance, y)]
     report = evaluation.evaluate(model, n_max=1, max_steps=1, heldout=heldout)
@@ -90,14 +92,34 @@ def test_eval_follows_the_checkpoints_halting_choice(monkeypatch: pytest.MonkeyP
     model = load_checkpoint(WEIGHTS / "sudoku.safetensors")
     seen: list[bool] = []
 
-    def spy(*args, use_halting: bool = True, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(use_halting)
-        return sample_answers(*args, use_halting=use_halting, **kwargs)
+    real = evaluation.Rollout.served
 
-    monkeypatch.setattr(evaluation, "sample_answers", spy)
+    def spy(self, use_halting: bool):  # type: ignore[no-untyped-def]
+        seen.append(use_halting)
+        return real(self, use_halting)
+
+    monkeypatch.setattr(evaluation.Rollout, "served", spy)
     instance, y = get_task("sudoku").generate(random.Random(0), difficulty="easy")
     heldout = [HeldOut("easy", instance, y)]
     report = evaluation.evaluate(model, n_max=1, max_steps=1, heldout=heldout)
     assert seen == [model.card.get("use_halting", True)] == [False] and report["use_halting"] is False
     assert evaluation.evaluate(model, n_max=1, max_steps=1, heldout=heldout, use_halting=True)["use_halting"]
     assert seen[-1] is True
+
+
+@pytest.mark.parametrize("use_halting", [True, False])
+def test_eval_rollout_reads_the_services_answers_and_the_final_ones(use_halting: bool) -> None:
+    """The full rollout gives, per trajectory, exactly what early-retiring sampling (the service's
+    semantics) gives, and its final answers are the last step's candidates."""
+    from model.evaluate import rollout
+
+    model = load_checkpoint(WEIGHTS / "nqueens.safetensors")
+    task = get_task("nqueens")
+    instance, _ = task.generate(random.Random(4), n=8, given=2)
+    answers, valid, steps = sample_answers(model, task, instance.x, 12, 6, seed=3, use_halting=use_halting)
+    run = rollout(model, task, instance.x, 12, 6, seed=3)
+    got, ok, used = run.served(use_halting)
+    assert torch.equal(got, answers.cpu()) and torch.equal(ok, valid.cpu()) and torch.equal(used, steps.cpu())
+    final, final_ok = run.final()
+    assert torch.equal(final, run.tokens[-1])
+    assert torch.equal(final_ok, task.verify(final, instance.x.expand(12, -1, -1)))

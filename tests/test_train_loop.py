@@ -88,3 +88,11 @@ def test_a_resumed_run_takes_a_new_decay_and_budget(tmp_path: Path) -> None:
                     overrides={"max_steps": 3, "time_budget_s": 1e6, "decay_s": 10.0})
     assert resumed.step == 3 and resumed.tc.decay_s == 10.0
     assert saved_train_config(tmp_path / "r").decay_s == 10.0  # and a later resume keeps it
+
+
+def test_bf16_autocast_step_trains(tmp_path: Path) -> None:
+    tc = tiny_run(2).with_(autocast="bf16")
+    trainer = train(tc, tmp_path)
+    assert trainer.step == 2
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert trainer.model.decoder.weight.dtype == torch.float32  # autocast leaves the master weights fp32

@@ -258,9 +258,10 @@ class SudokuTask(GeneratedPairs):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fast path for trainers: an augmented pair drawn from a fixed set of puzzles.
 
-        The set is ``dataset`` when given, else ``POOL_SIZE`` puzzles generated once per knob setting from
-        seed ``POOL_SEED`` and cached in the process (the TRM recipe: a fixed puzzle set, each seen under
-        many of its ~10^12 symmetric variants). Deterministic in ``rng`` because the pool is.
+        The set is ``dataset`` when given, else ``pool_size`` (default ``POOL_SIZE``) puzzles generated
+        once per knob setting from seed ``POOL_SEED`` and cached in the process (the TRM recipe: a
+        fixed puzzle set, each seen under many of its ~10^12 symmetric variants).
+        Deterministic in ``rng`` because the pool is.
         """
         pool = dataset if dataset else _pool(tuple(sorted(knobs.items())))
         x, y = pool[rng.randrange(len(pool))]
@@ -313,4 +314,6 @@ POOL_SIZE = 512  # ~40 s of generation for the default (hard) tier on one CPU co
 
 @functools.cache
 def _pool(knobs: tuple[tuple[str, Any], ...]) -> Pairs:
-    return generate_dataset(TASK, POOL_SEED, POOL_SIZE, **dict(knobs))
+    given = dict(knobs)
+    size = int(given.pop("pool_size", POOL_SIZE))
+    return generate_dataset(TASK, POOL_SEED, size, **given)
