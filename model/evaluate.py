@@ -203,7 +203,7 @@ def evaluate(
         summary: dict[str, Any] = {"instances": len(rec["solutions"])}
         for key, values in rec.items():
             mean = sum(values) / len(values)
-            percent = key.startswith(("accuracy", "coverage"))
+            percent = key.startswith(("accuracy", "coverage", "final_accuracy", "final_coverage"))
             summary[key] = round(100.0 * mean, 2) if percent else round(mean, 3)
         for prefix in ("", "final_"):
             if f"{prefix}conflicts_first_sample" in rec:
