@@ -7,9 +7,9 @@ patches); each position's 16 output sub-tokens are the patch's pixels row-major,
 Binarization: the fixed threshold x / 255 > 0.5 (not per-epoch Bernoulli sampling), so a training
 image always has the same tokens.
 
-The data set is the standard gzipped IDX files in ``GRAM_MNIST_DIR`` or ``../shared/data/mnist`` beside
-the repository. Nothing needs that folder until ``load_mnist`` (or ``generate``) is called; then a
-missing file is a clear ``FileNotFoundError``.
+The data set is the standard gzipped IDX files in ``GRAM_MNIST_DIR`` or the repository's ``data/mnist``.
+Nothing needs that folder until ``load_mnist`` (or ``generate``) is called; then a missing file is a
+clear ``FileNotFoundError``.
 
 There is no exact solver (any image is a valid sample): ``verify`` only checks that every pixel token is
 black or white, ``solve`` raises NotImplementedError, and ``generate`` draws a training image.
@@ -45,11 +45,11 @@ IDX_UBYTE_1D = 0x00000801  # ... 1 dimension (the label files)
 
 
 def default_root() -> Path:
-    """``GRAM_MNIST_DIR`` if set, else ``../shared/data/mnist`` relative to the repository root."""
+    """``GRAM_MNIST_DIR`` if set, else ``data/mnist`` in the repository (a source checkout)."""
     env = os.environ.get("GRAM_MNIST_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
+    return Path(__file__).resolve().parents[2] / "data" / "mnist"
 
 
 def load_mnist(root: str | Path | None = None, split: str = "train") -> torch.Tensor:
