@@ -102,13 +102,20 @@ def render_card(
         ("positions", c.positions), ("T transitions x K low-level updates", f"{c.T} x {c.K}"),
         ("supervision steps n_sup (train / default at inference)", c.n_sup),
         ("stochastic guidance", "yes (GRAM)" if c.stochastic else "no (deterministic TRM-style baseline)"),
-        ("beta / KL balance / carry", f"{c.beta} / {c.kl_balance} / {c.carry}"),
+        ("beta / KL balance / KL normalised per / carry / prior CE",
+         f"{c.beta} / {c.kl_balance} / {c.kl_norm} / {c.carry} / {c.prior_ce}"),
+        ("posterior q(eps | u, y)", "one attention block over [u, emb(y)]" if c.posterior == "attn"
+         else "per position, linear in [u, emb(y)]"),
         ("sigma init / floor", f"{c.sigma_init} / {c.sigma_min}"),
         ("prior temperature served by default (`prior_temperature`)", card.get("prior_temperature", 1.0)),
         ("halting head retires trajectories (`use_halting`)", card.get("use_halting", True)),
     ]
     training = [
-        ("preset", card.get("preset")), ("optimizer steps", card.get("train_steps")),
+        ("preset", card.get("preset")),
+        ("warm start", card.get("init_from") or "none (from scratch)"),
+        ("hindsight target candidates", card.get("hindsight") or "off (the generator's one target)"),
+        ("trained input range", card.get("input_range", "")),
+        ("optimizer steps", card.get("train_steps")),
         ("training time (s)", card.get("train_time_s")), ("examples started", card.get("train_examples")),
         ("batch", card.get("batch")),
         ("lr / warmup / weight decay", f"{tc.lr} / {tc.warmup} / {tc.weight_decay}"),
@@ -143,6 +150,10 @@ def render_card(
         "generated first and its inputs are excluded from training by canonical form "
         "(N-Queens: all 8 board symmetries; colouring: a Weisfeiler-Lehman isomorphism invariant).", "",
         "## Training on this machine", "", _table(training), "",
+        *([f"![learning curve]({name}.curve.png)", "",
+           f"Learning curve: `{name}.curve.csv` (held-out metrics of the run's snapshots against "
+           "training core-hours, `python -m model.curves`).", ""]
+          if (WEIGHTS / f"{name}.curve.png").exists() else []),
         "## Evaluation (held-out)", "",
         (f"Command: `gram eval model/weights/{name}.safetensors{eval_args} --out "
          f"model/weights/{name}.eval.json`. Samples run exactly as the service runs them (verifier after "
@@ -159,10 +170,12 @@ def render_card(
 
 
 def ship(
-    name: str, run_dir: Path, notes: str = "", weights: Path = WEIGHTS, machine: str = DEFAULT_MACHINE
+    name: str, run_dir: Path, notes: str = "", weights: Path = WEIGHTS, machine: str = DEFAULT_MACHINE,
+    card_updates: dict[str, Any] | None = None,
 ) -> Path:
     src = run_dir / "model.safetensors"
     model = load_checkpoint(src)
+    model.card.update(card_updates or {})
     dst = weights / f"{name}.safetensors"
     save_checkpoint(model, dst)
     eval_path = weights / f"{name}.eval.json"
@@ -178,9 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run-dir", default=None)
     p.add_argument("--notes", default=None, help="markdown file appended to the card (comparison, limits)")
     p.add_argument("--machine", default=DEFAULT_MACHINE, help="what the run was trained on, for the card")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="a card field to set, e.g. prior_temperature=2.5 or use_halting=false")
     args = p.parse_args(argv)
     notes = Path(args.notes).read_text() if args.notes else ""
-    print(ship(args.name, Path(args.run_dir or f"runs/{args.name}"), notes, machine=args.machine))
+    updates = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    print(ship(args.name, Path(args.run_dir or f"runs/{args.name}"), notes, machine=args.machine,
+               card_updates=updates))
 
 
 if __name__ == "__main__":

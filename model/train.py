@@ -25,7 +25,7 @@ import torch.distributed as dist
 from model import safetensors_io
 from model.checkpoint import save_checkpoint
 from model.config import GRAMConfig
-from model.data import HeldOut, TrainStream, heldout_set, input_key
+from model.data import TRAINED_RANGE, HeldOut, TrainStream, heldout_set, input_key
 from model.gram import GRAM, build_model
 from model.objective import GRAMObjective
 from model.presets import TrainConfig, preset, task_of
@@ -239,6 +239,8 @@ class Trainer:
             "batch": self.tc.batch * self.world, "params": self.model.num_parameters(),
             "weights": "EMA", "ema_decay": self.tc.ema_decay, "heldout_seed": HELDOUT_SEED,
             "heldout_per_setting": self.tc.heldout_per_setting, "decay_s": self.tc.decay_s,
+            "init_from": self.tc.init_from, "hindsight": self.tc.hindsight,
+            "input_range": TRAINED_RANGE.get(self.task.name, ""),
         }
 
     def save(self) -> None:
