@@ -37,24 +37,12 @@ import torch
 from model.gram import GRAM, NoiseKeys, served_halting, served_temperature
 from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
+from service.errors import EngineStopped, QueueFull
 from service.jobs import Job, JobKind, Outcome, Result, Solution
 from service.scheduler import FinishedJob, RowOutcome, Scheduler, StepPlan
 from service.settings import MAX_TEMPERATURE, BatchingMode, Settings
 
 log = logging.getLogger(__name__)
-
-
-class QueueFull(Exception):
-    """The engine already holds ``max_queue`` unfinished jobs."""
-
-    def __init__(self, model: str, retry_after_s: float) -> None:
-        super().__init__(f"the queue of model {model!r} is full; retry in {retry_after_s:.0f} s")
-        self.model = model
-        self.retry_after_s = retry_after_s
-
-
-class EngineStopped(RuntimeError):
-    """submit() on an engine that is not running (not started yet, or stopped)."""
 
 
 @dataclass

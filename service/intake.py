@@ -1,7 +1,8 @@
 """Validated request bodies -> Jobs, shared by the API (service/app.py) and `gram solve` / `gram sample`.
 
-Every problem a client can cause raises ``TaskInputError`` (field name + message), which the API turns
-into a 422 and the CLI prints.
+The one place a request is routed (which model answers it, from the queue's ``models()``) and checked
+against the server's limits. Every problem a client can cause raises ``TaskInputError`` (field name +
+message), which the API turns into a 422 and the CLI prints; no model serving the task raises NoModel (503).
 """
 
 from __future__ import annotations
@@ -10,15 +11,33 @@ import secrets
 import time
 
 from model.tasks.base import TaskInputError
+from service.errors import NoModel
 from service.jobs import Job, JobKind
+from service.queues import ModelInfo
 from service.schemas import AnySolveRequest, SampleRequest, task_body
 from service.settings import Settings
 
 
-def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
+def route(models: list[ModelInfo], task: str, requested: str | None = None) -> str:
+    """The model a job goes to: the requested one (it must serve the task), else the first serving it."""
+    serving = [m.name for m in models if m.task == task]
+    if requested is not None:
+        if requested not in serving:
+            raise TaskInputError(
+                f"model {requested!r} does not serve task {task!r}; models serving it: {sorted(serving)}",
+                "model",
+            )
+        return requested
+    if not serving:
+        raise NoModel(f"no loaded model serves task {task!r}")
+    return serving[0]
+
+
+def solve_job(settings: Settings, body: AnySolveRequest, models: list[ModelInfo]) -> Job:
     from model.tasks.registry import get_task
 
     task = body.task
+    model = route(models, task, body.model)
     instance = get_task(task).parse(task_body(body))
     if body.num_trajectories > settings.max_trajectories:
         raise TaskInputError(
@@ -36,9 +55,10 @@ def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
     )
 
 
-def sample_job(settings: Settings, body: SampleRequest, model: str) -> Job:
+def sample_job(settings: Settings, body: SampleRequest, models: list[ModelInfo]) -> Job:
     from model.tasks.registry import get_task
 
+    model = route(models, "mnist")
     check_limits(settings, body.steps, "steps", body.timeout_ms)
     instance = get_task("mnist").parse({})
     return Job.new(

@@ -52,7 +52,7 @@ class Job:
     temperature: float | None = None  # the prior's temperature; None: the engine's default for its model
     deadline: float | None = None  # Unix seconds; None: no deadline
     submitted_at: float = field(default_factory=time.time)
-    seeded: bool = False  # the client chose the seed: the Redis result cache may answer it (service/cache.py)
+    seeded: bool = False  # the client chose the seed: the result cache may answer it (service/redis/cache.py)
 
     @classmethod
     def new(cls, **fields: Any) -> Job:
@@ -95,7 +95,7 @@ class Result:
     elapsed_ms: float = 0.0  # submit -> result
     queue_ms: float = 0.0  # submit -> first trajectory admitted
     error: str | None = None
-    cached: bool = False  # answered from the Redis result cache (service/cache.py)
+    cached: bool = False  # answered from the Redis result cache (service/redis/cache.py)
 
     @property
     def complete(self) -> bool:

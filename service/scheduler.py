@@ -48,13 +48,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.exit_rules import ABORTED, VALID, BatchingMode, ExitRules
 from service.jobs import Job, JobKind, Outcome
-from service.settings import BatchingMode
-
-# Trajectory outcomes (the ``outcome`` label of gram_trajectories_total).
-VALID, INVALID, HALTED, STALLED, EXHAUSTED, ABORTED = (
-    "valid", "invalid", "halted", "stalled", "exhausted", "aborted"
-)
 
 
 @dataclass(frozen=True)
@@ -175,6 +170,7 @@ class Scheduler:
         self.batch_wait_s = batch_wait_s
         self.use_halting = use_halting
         self.stall_min_steps = stall_min_steps
+        self.rules = ExitRules(self.mode, use_halting, stall_min_steps)
         self._slots: list[_Slot | None] = [None] * slots
         self._jobs: dict[str, _JobState] = {}  # insertion order = arrival order
         self._finished: list[FinishedJob] = []
@@ -205,13 +201,12 @@ class Scheduler:
         self._expire_deadlines(now)
         admitted = self._admit(now)
         rows: list[PlanRow] = []
-        verify_every_step = self.mode == BatchingMode.continuous
         for slot_index, slot in enumerate(self._slots):
             if slot is None:
                 continue
             state = self._jobs[slot.job_id]
             final = slot.steps + 1 >= state.max_steps
-            verify = state.job.kind == JobKind.solve and (verify_every_step or final)
+            verify = self.rules.verifies(final, sampling=state.job.kind == JobKind.sample)
             rows.append(
                 PlanRow(slot_index, slot.job_id, slot.traj, slot.steps, slot_index in admitted, verify, final)
             )
@@ -276,22 +271,11 @@ class Scheduler:
 
     # -- rules ----------------------------------------------------------------------------------------
     def _retirement(self, state: _JobState, row: PlanRow, out: RowOutcome, slot: _Slot) -> str | None:
-        continuous = self.mode == BatchingMode.continuous
-        if state.job.kind == JobKind.sample:
-            if row.final or (continuous and self.use_halting and out.halted):
-                return VALID
-            return None
-        if row.verify and out.valid:
-            return VALID
-        if continuous and self.use_halting and out.halted:
-            return HALTED
-        patience = state.job.stall_patience or 0
-        stalled = patience > 0 and slot.unchanged >= patience and slot.steps >= self.stall_min_steps
-        if continuous and row.verify and stalled:
-            return STALLED
-        if row.final:
-            return EXHAUSTED if continuous else INVALID
-        return None
+        return self.rules.retirement(
+            verified_valid=out.valid, halted=out.halted, final=row.final, verified=row.verify,
+            unchanged_run=slot.unchanged, steps=slot.steps, stall_patience=state.job.stall_patience or 0,
+            sampling=state.job.kind == JobKind.sample,
+        )
 
     def _admit(self, now: float) -> set[int]:
         free = [i for i, s in enumerate(self._slots) if s is None]

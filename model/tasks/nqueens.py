@@ -5,7 +5,7 @@ token ``2 + column``; rows past the board are PAD (0), so one model serves every
 number of non-PAD rows of ``x``. Input: ``OPEN`` (1) for a row whose queen the model must place, ``2 + c``
 for a pre-placed queen in column c. Output: ``2 + c`` in every board row.
 
-Why rows and not the paper's 144 cells (GRAM.md, token table): "one queen per row" then holds by
+Why rows and not the paper's 144 cells (docs/GRAM.md, token table): "one queen per row" then holds by
 construction and a board is 12 tokens instead of 144, so a CPU training budget buys about ten times as
 many examples; the model still has to learn columns and diagonals. The API (``n``, ``queens``, ``board``)
 does not depend on the layout.
