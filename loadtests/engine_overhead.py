@@ -26,7 +26,7 @@ from model.tasks.registry import get_task
 from service.engine import Engine
 from service.intake import solve_job
 from service.queues import ModelInfo
-from service.schemas import NQueensRequest
+from service.schemas import SOLVE_REQUESTS
 from service.settings import Settings
 
 NQUEENS_MODEL = [ModelInfo(name="nqueens", task="nqueens")]  # what the intake routes the jobs to
@@ -57,7 +57,7 @@ def main(
         for gap in (float(g) / 1000 for g in gaps_ms.split(",")):
             rows = []
             for i, req in enumerate(make_requests("nqueens8", width, WARMUP + requests, seed)):
-                job = solve_job(settings, NQueensRequest(**req.body), NQUEENS_MODEL)
+                job = solve_job(settings, SOLVE_REQUESTS["nqueens"](**req.body), NQUEENS_MODEL)
                 time.sleep(gap)
                 before, iterations = step_seconds(), engine.iterations
                 t0 = time.perf_counter()

@@ -34,7 +34,7 @@ from service.jobs import Job, Outcome, Result
 from service.limits import BodySizeLimit
 from service.queues import JobQueue, ModelInfo
 from service.schemas import (
-    SUDOKU_EXAMPLE,
+    SOLVE_EXAMPLES,
     ErrorResponse,
     ModelCard,
     ModelsResponse,
@@ -50,28 +50,6 @@ if TYPE_CHECKING:
     from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-SOLVE_EXAMPLES: dict[str, dict[str, Any]] = {
-    "sudoku": {
-        "summary": "Sudoku (81-char string, '.' blank)",
-        "value": {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE, "num_trajectories": 8, "seed": 0},
-    },
-    "sudoku_grid": {
-        "summary": "Sudoku (9x9 array, 0 blank)",
-        "value": {"task": "sudoku", "puzzle": [[0] * 9 for _ in range(9)], "max_solutions": 3, "seed": 1},
-    },
-    "nqueens": {
-        "summary": "N-Queens, one queen placed",
-        "value": {"task": "nqueens", "n": 8, "queens": [[0, 0]], "max_solutions": 4, "seed": 0},
-    },
-    "graph_coloring": {
-        "summary": "Graph colouring of a 5-cycle with 3 colours, node 0 fixed to colour 0",
-        "value": {
-            "task": "graph_coloring", "num_nodes": 5, "num_colors": 3,
-            "edges": [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]], "fixed": {"0": 0}, "seed": 0,
-        },
-    },
-}
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "request body over GRAM_MAX_BODY_BYTES"},

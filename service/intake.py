@@ -12,9 +12,9 @@ import time
 
 from model.tasks.base import TaskInputError
 from service.errors import NoModel
-from service.jobs import Job, JobKind
+from service.jobs import Job
 from service.queues import ModelInfo
-from service.schemas import AnySolveRequest, SampleRequest, task_body
+from service.schemas import SampleRequest, SolveCommon, task_body
 from service.settings import Settings
 
 
@@ -33,7 +33,7 @@ def route(models: list[ModelInfo], task: str, requested: str | None = None) -> s
     return serving[0]
 
 
-def solve_job(settings: Settings, body: AnySolveRequest, models: list[ModelInfo]) -> Job:
+def solve_job(settings: Settings, body: SolveCommon, models: list[ModelInfo]) -> Job:
     from model.tasks.registry import get_task
 
     task = body.task
@@ -47,7 +47,7 @@ def solve_job(settings: Settings, body: AnySolveRequest, models: list[ModelInfo]
         )
     check_limits(settings, body.max_steps, "max_steps", body.timeout_ms)
     return Job.new(
-        model=model, task=task, x=instance.x.tolist(), meta=instance.meta, kind=JobKind.solve,
+        model=model, task=task, x=instance.x.tolist(), meta=instance.meta,
         num_trajectories=body.num_trajectories, max_solutions=body.max_solutions, max_steps=body.max_steps,
         stall_patience=body.stall_patience, seed=resolve_seed(body.seed),
         temperature=_float(body.temperature),
@@ -62,7 +62,7 @@ def sample_job(settings: Settings, body: SampleRequest, models: list[ModelInfo])
     check_limits(settings, body.steps, "steps", body.timeout_ms)
     instance = get_task("mnist").parse({})
     return Job.new(
-        model=model, task="mnist", x=instance.x.tolist(), meta=instance.meta, kind=JobKind.sample,
+        model=model, task="mnist", x=instance.x.tolist(), meta=instance.meta,
         num_trajectories=body.n, max_solutions=body.n, max_steps=body.steps, seed=resolve_seed(body.seed),
         temperature=_float(body.temperature),
         deadline=deadline(settings, body.timeout_ms), seeded=body.seed is not None,

@@ -22,11 +22,6 @@ from enum import StrEnum
 from typing import Any
 
 
-class JobKind(StrEnum):
-    solve = "solve"  # verify candidates, return distinct valid solutions
-    sample = "sample"  # unconditional generation: every trajectory's final output is returned
-
-
 class Outcome(StrEnum):
     complete = "complete"  # max_solutions found, or every trajectory of the budget retired
     partial = "partial"  # the deadline passed first: what was found so far
@@ -41,7 +36,6 @@ class Job:
     task: str
     x: list[list[int]]
     meta: dict[str, Any] = field(default_factory=dict)
-    kind: JobKind = JobKind.solve
     num_trajectories: int = 20
     max_solutions: int = 10
     max_steps: int | None = None  # None: the model's n_sup
@@ -64,7 +58,8 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         data = dict(data)
-        data["kind"] = JobKind(data.get("kind", JobKind.solve))
+        # sampling is the task's property now (Task.unconditional); a job from an older API may say "kind"
+        data.pop("kind", None)
         return cls(**data)
 
     def to_json(self) -> str:
