@@ -25,9 +25,11 @@ from model.checkpoint import load_checkpoint
 from model.tasks.registry import get_task
 from service.engine import Engine
 from service.intake import solve_job
-from service.schemas import NQueensRequest
+from service.queues import ModelInfo
+from service.schemas import SOLVE_REQUESTS
 from service.settings import Settings
 
+NQUEENS_MODEL = [ModelInfo(name="nqueens", task="nqueens")]  # what the intake routes the jobs to
 WARMUP = 5  # requests per gap not recorded
 
 
@@ -55,7 +57,7 @@ def main(
         for gap in (float(g) / 1000 for g in gaps_ms.split(",")):
             rows = []
             for i, req in enumerate(make_requests("nqueens8", width, WARMUP + requests, seed)):
-                job = solve_job(settings, NQueensRequest(**req.body), "nqueens")
+                job = solve_job(settings, SOLVE_REQUESTS["nqueens"](**req.body), NQUEENS_MODEL)
                 time.sleep(gap)
                 before, iterations = step_seconds(), engine.iterations
                 t0 = time.perf_counter()

@@ -22,9 +22,11 @@ from model.checkpoint import load_checkpoint
 from model.tasks.registry import get_task
 from service.engine import Engine
 from service.intake import solve_job
-from service.schemas import NQueensRequest
+from service.queues import ModelInfo
+from service.schemas import SOLVE_REQUESTS
 from service.settings import BatchingMode, Settings
 
+NQUEENS_MODEL = [ModelInfo(name="nqueens", task="nqueens")]  # what the intake routes the jobs to
 WARMUP = 8  # jobs run one at a time before measuring
 
 
@@ -37,7 +39,7 @@ def measure(checkpoint: Path, mode: str, jobs: int, width: int, slots: int, thre
     engine = Engine("nqueens", model, get_task("nqueens"), settings)
     engine.warmup()
     in_step = [0.0]
-    step = engine._run_step
+    step = engine.runner.run_step
 
     def timed_step(*args: Any) -> Any:
         t0 = time.perf_counter()
@@ -46,11 +48,11 @@ def measure(checkpoint: Path, mode: str, jobs: int, width: int, slots: int, thre
         finally:
             in_step[0] += time.perf_counter() - t0
 
-    engine._run_step = timed_step  # type: ignore[method-assign]
+    engine.runner.run_step = timed_step
     engine.start()
     try:
         reqs = make_requests("nqueens8", width, WARMUP + jobs, seed=0, max_solutions=1, seeded=seeded)
-        bodies = [solve_job(settings, NQueensRequest(**r.body), "nqueens") for r in reqs]
+        bodies = [solve_job(settings, SOLVE_REQUESTS["nqueens"](**r.body), NQUEENS_MODEL) for r in reqs]
         for job in bodies[:WARMUP]:
             engine.submit(job).result()
         in_step[0], iterations = 0.0, engine.iterations

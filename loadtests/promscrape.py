@@ -12,7 +12,7 @@ from collections import defaultdict
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-# Engine metric names the service exports (issue 4 / DESIGN.md "Metrics").
+# Engine metric names the service exports (service/metrics.py; docs/ARCHITECTURE.md, "Metrics").
 BATCH_OCCUPANCY = "gram_batch_occupancy"
 STEP_DURATION = "gram_step_duration_seconds"
 QUEUE_WAIT = "gram_queue_wait_seconds"

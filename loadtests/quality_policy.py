@@ -12,6 +12,9 @@ and how many supervision steps they would have spent.
   wrong answer rarely leaves it, so its remaining steps buy little.
 - ``verified+halt+stall``: both exits; what the continuous engine does with its defaults
   (``GRAM_USE_HALTING`` on). ``verified+stall`` is the engine with ``GRAM_USE_HALTING=false``.
+
+The early-exit policies replay the scheduler's own rule (``service.exit_rules.ExitRules.retirement``) step
+by step over each trace, so this study and the engine cannot drift apart.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from loadtests.quality_trace import NOT_VALID, Trace
+from service.exit_rules import VALID, BatchingMode, ExitRules
 from service.settings import Settings
 
 POLICIES = ("final", "verified", "verified+halt", "verified+stall", "verified+halt+stall")
@@ -49,19 +53,6 @@ STALL_PATIENCE: int = Settings.model_fields["stall_patience"].default
 STALL_MIN_STEPS: int = Settings.model_fields["stall_min_steps"].default
 
 
-def _first_stall(unchanged: torch.Tensor, patience: int, min_steps: int) -> torch.Tensor:
-    """Index of the first step ending ``patience`` consecutive unchanged steps at or after the
-    ``min_steps``-th step, per row (or the length): the scheduler's rule. Patience 0 turns it off."""
-    if patience <= 0:
-        return torch.full((unchanged.shape[0],), unchanged.shape[1], dtype=torch.int64)
-    run = torch.zeros(unchanged.shape[0], dtype=torch.int64)
-    stalled = torch.zeros_like(unchanged)
-    for n in range(unchanged.shape[1]):
-        run = torch.where(unchanged[:, n], run + 1, torch.zeros_like(run))
-        stalled[:, n] = (run >= patience) & (n + 1 >= min_steps)
-    return _first(stalled)
-
-
 def run_policy(
     trace: Trace, k: int, s: int, policy: str, stall_patience: int = STALL_PATIENCE,
     stall_min_steps: int = STALL_MIN_STEPS,
@@ -80,26 +71,29 @@ def _retire(
     trace: Trace, rows: slice, s: int, policy: str, stall_patience: int, stall_min_steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per trajectory in ``rows`` under an early-exit policy: (solution id it retires with, NOT_VALID if
-    none; index of the step it retires after, at most s - 1)."""
+    none; index of the step it retires after, at most s - 1), by the continuous engine's exit rules."""
     if policy not in POLICIES or policy == "final":
         raise ValueError(f"unknown early-exit policy {policy!r}; choose one of {EARLY_EXIT_POLICIES}")
-    ids = trace.solution_id[rows, :s]
-    k = ids.shape[0]
-    first_valid = _first(ids != NOT_VALID)
-    stop = first_valid
-    if "halt" in policy:
-        # Verification runs before the halting decision in the same step, so a valid step still counts.
-        stop = torch.minimum(stop, _first(trace.halted[rows, :s]))
-    if "stall" in policy:
-        # Likewise: a stalled candidate is verified first; only an invalid one retires as stalled.
-        stop = torch.minimum(stop, _first_stall(trace.unchanged[rows, :s], stall_patience, stall_min_steps))
-    found = torch.where(
-        first_valid == stop,
-        ids.gather(1, stop.clamp(max=s - 1).unsqueeze(1)).squeeze(1),
-        torch.full((k,), NOT_VALID, dtype=torch.int64),
-    )
-    found = torch.where(stop < s, found, torch.full_like(found, NOT_VALID))
-    return found, stop.clamp(max=s - 1)
+    rules = ExitRules(BatchingMode.continuous, use_halting="halt" in policy, stall_min_steps=stall_min_steps)
+    patience = stall_patience if "stall" in policy else 0
+    ids = trace.solution_id[rows, :s].tolist()
+    halted = trace.halted[rows, :s].tolist()
+    unchanged = trace.unchanged[rows, :s].tolist()
+    found, stops = [], []
+    for traj_ids, traj_halted, traj_unchanged in zip(ids, halted, unchanged, strict=True):
+        run, outcome, n = 0, None, 0
+        for n in range(s):
+            run = run + 1 if traj_unchanged[n] else 0
+            valid = traj_ids[n] != NOT_VALID
+            outcome = rules.retirement(
+                verified_valid=valid, halted=bool(traj_halted[n]), final=n == s - 1, verified=True,
+                unchanged_run=run, steps=n + 1, stall_patience=patience,
+            )
+            if outcome is not None:
+                break
+        found.append(traj_ids[n] if outcome == VALID else NOT_VALID)
+        stops.append(n)
+    return torch.tensor(found, dtype=torch.int64), torch.tensor(stops, dtype=torch.int64)
 
 
 def first_found_work(

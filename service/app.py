@@ -5,19 +5,19 @@ Request path: pydantic body (service/schemas.py) -> ``Task.parse`` (TaskInputErr
 watcher task waits for the client's disconnect and cancels the handler's wait, which aborts the job and
 frees its slots.
 
-Lifespan: the models load in a background thread so /healthz answers at once; /readyz is 503 until every
-model is loaded and has run a warm-up step. Pass ``runtime=`` to serve models already in memory (tests)
-or ``queue=`` to use another JobQueue (Redis).
+The app knows its queue only through the JobQueue protocol (service/queues.py). Lifespan: ``queue.start()``
+(the in-process queue loads the models in a background thread, so /healthz answers at once); /readyz is 503
+until ``queue.status()`` is ready. Pass ``runtime=`` to serve models already in memory (tests) or
+``queue=`` to use any other JobQueue; either stays the caller's to close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Body, FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -28,13 +28,13 @@ from pydantic import BaseModel
 
 from model.tasks.base import TaskInputError
 from service import metrics
+from service.errors import NoModel, QueueFull
 from service.intake import sample_job, solve_job
 from service.jobs import Job, Outcome, Result
 from service.limits import BodySizeLimit
-from service.queues import InProcessQueue, JobQueue, NoModel, QueueFull
-from service.runtime import Runtime
+from service.queues import JobQueue, ModelInfo
 from service.schemas import (
-    SUDOKU_EXAMPLE,
+    SOLVE_EXAMPLES,
     ErrorResponse,
     ModelCard,
     ModelsResponse,
@@ -46,29 +46,10 @@ from service.schemas import (
 )
 from service.settings import Settings
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
-SOLVE_EXAMPLES: dict[str, dict[str, Any]] = {
-    "sudoku": {
-        "summary": "Sudoku (81-char string, '.' blank)",
-        "value": {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE, "num_trajectories": 8, "seed": 0},
-    },
-    "sudoku_grid": {
-        "summary": "Sudoku (9x9 array, 0 blank)",
-        "value": {"task": "sudoku", "puzzle": [[0] * 9 for _ in range(9)], "max_solutions": 3, "seed": 1},
-    },
-    "nqueens": {
-        "summary": "N-Queens, one queen placed",
-        "value": {"task": "nqueens", "n": 8, "queens": [[0, 0]], "max_solutions": 4, "seed": 0},
-    },
-    "graph_coloring": {
-        "summary": "Graph colouring of a 5-cycle with 3 colours, node 0 fixed to colour 0",
-        "value": {
-            "task": "graph_coloring", "num_nodes": 5, "num_colors": 3,
-            "edges": [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]], "fixed": {"0": 0}, "seed": 0,
-        },
-    },
-}
+log = logging.getLogger(__name__)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "request body over GRAM_MAX_BODY_BYTES"},
@@ -88,30 +69,33 @@ def _invalid(field: str | None, msg: str) -> JSONResponse:
     return _error(422, ["body"] + ([field] if field else []), msg, "value_error")
 
 
+def make_queue(settings: Settings, runtime: Runtime | None = None) -> JobQueue:
+    """The queue ``settings`` ask for: over ``runtime`` when given, else Redis when GRAM_QUEUE_URL is set (the
+    `gram worker`s load the models, not this process), else the embedded queue over this process's models.
+    Imported lazily: a Redis-mode API process never loads torch."""
+    if runtime is None and settings.queue_url:
+        from service.redis.queue import RedisJobQueue
+
+        return RedisJobQueue(settings)
+    from service.inprocess import InProcessQueue
+
+    return InProcessQueue(settings, runtime)
+
+
 def create_app(
     settings: Settings | None = None, runtime: Runtime | None = None, queue: JobQueue | None = None
 ) -> FastAPI:
     settings = settings or Settings()
-    # The app shuts down only what it created: a runtime or queue passed in belongs to the caller.
+    # The app closes only what it created: a runtime or queue passed in belongs to the caller.
     owns_queue = queue is None
-    if queue is None and settings.queue_url:  # Redis mode: `gram worker`s load the models, not this process
-        from service.redis_queue import create_queue
-
-        queue = create_queue(settings)
-        runtime = runtime or Runtime.from_models(settings, {})
-    owns_runtime = runtime is None
-    runtime = runtime or Runtime(settings)
-    queue = queue or InProcessQueue(runtime)
+    queue = queue or make_queue(settings, runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not runtime.loaded.is_set():
-            threading.Thread(target=runtime.load, name="load-models", daemon=True).start()
+        queue.start()
         yield
-        if owns_queue and not isinstance(queue, InProcessQueue):
+        if owns_queue:
             await queue.close()
-        if owns_runtime:
-            runtime.stop()
 
     app = FastAPI(
         title="GRAM Serve",
@@ -120,7 +104,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.runtime = runtime
     app.state.queue = queue
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -138,28 +121,15 @@ def create_app(
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "models loading or failed"}})
     async def readyz() -> JSONResponse:
         """Readiness: every model loaded and warmed up (or the queue's workers present)."""
-        if queue.ready():
-            models = sorted(runtime.engines) or getattr(queue, "models", [])  # Redis mode: the workers'
-            return JSONResponse({"status": "ready", "models": models})
-        status = "error" if runtime.error else "loading"
-        detail = runtime.error or getattr(queue, "not_ready", None)  # Redis mode says why it is not ready
-        return JSONResponse({"status": status, "detail": detail}, 503)
+        status = queue.status()
+        if status.ready:
+            return JSONResponse({"status": "ready", "models": status.models})
+        return JSONResponse({"status": "error" if status.error else "loading", "detail": status.detail}, 503)
 
     @app.get("/models", tags=["ops"], response_model=ModelsResponse)
     async def models() -> ModelsResponse:
         """The loaded models and their cards."""
-        cards = []
-        for name, engine in runtime.engines.items():
-            info = runtime.cards.get(name, {})
-            cards.append(ModelCard(
-                name=name, task=engine.task.name, ready=engine.ready, slots=engine.slots,
-                batching=engine.mode.value, n_sup=engine.n_sup, temperature=engine.temperature,
-                parameters=info.get("parameters"),
-                config=info.get("config", {}), card=info.get("card", {}), markdown=info.get("markdown"),
-            ))
-        if not runtime.engines and hasattr(queue, "model_cards"):  # Redis mode: what the workers serve
-            cards = [ModelCard(**card) for card in await queue.model_cards()]
-        return ModelsResponse(models=cards)
+        return ModelsResponse(models=[model_card(info) for info in await queue.models()])
 
     @app.post("/solve", tags=["solve"], response_model=SolveResponse, responses=ERROR_RESPONSES)
     async def solve(
@@ -167,9 +137,11 @@ def create_app(
     ) -> Any:
         """Sample trajectories for a puzzle; return its distinct verified solutions (by count, then score)."""
         try:
-            job = solve_job(settings, body, _model_for(runtime, body.task, body.model))
+            job = solve_job(settings, body, await queue.models())
         except TaskInputError as err:
             return _invalid(err.field_name, str(err))
+        except NoModel as err:
+            return _no_model(err)
         result = await _run(queue, job, request)
         if isinstance(result, JSONResponse):
             return result
@@ -191,9 +163,11 @@ def create_app(
         from service.images import bits_tensor, grid_png_base64, png_base64
 
         try:
-            job = sample_job(settings, body, _model_for(runtime, "mnist"))
+            job = sample_job(settings, body, await queue.models())
         except TaskInputError as err:
             return _invalid(err.field_name, str(err))
+        except NoModel as err:
+            return _no_model(err)
         result = await _run(queue, job, request)
         if isinstance(result, JSONResponse):
             return result
@@ -209,19 +183,17 @@ def create_app(
     return app
 
 
-def _model_for(runtime: Runtime, task: str, requested: str | None = None) -> str:
-    """The model a job goes to: the requested one (checked when this process holds the engines), else the
-    first serving the task (else the task's name, for a JobQueue that routes by task)."""
-    if requested is not None:
-        engine = runtime.engines.get(requested)
-        if runtime.engines and (engine is None or engine.task.name != task):
-            serving = sorted(n for n, e in runtime.engines.items() if e.task.name == task)
-            raise TaskInputError(
-                f"model {requested!r} does not serve task {task!r}; models serving it: {serving}", "model"
-            )
-        return requested
-    engine = runtime.engine_for_task(task)
-    return engine.name if engine is not None else task
+def model_card(info: ModelInfo) -> ModelCard:
+    return ModelCard(
+        name=info.name, task=info.task, ready=info.ready, slots=info.slots, batching=info.batching,
+        n_sup=info.n_sup, temperature=info.temperature, parameters=info.parameters, config=info.config,
+        card=info.card, markdown=info.markdown,
+    )
+
+
+def _no_model(err: NoModel) -> JSONResponse:
+    metrics.REJECTED.labels(reason="no_model").inc()
+    return _error(503, ["body", "task"], str(err), "no_model")
 
 
 def _json(body: BaseModel) -> Response:
@@ -261,8 +233,7 @@ async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResp
         return _error(429, [], str(err), "queue_full",
                       headers={"Retry-After": str(int(max(1, round(err.retry_after_s))))})
     except NoModel as err:
-        metrics.REJECTED.labels(reason="no_model").inc()
-        return _error(503, ["body", "task"], str(err), "no_model")
+        return _no_model(err)
     except ValueError as err:
         return _invalid(None, str(err))
     finally:

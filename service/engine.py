@@ -1,11 +1,15 @@
-"""The engine: one model, one thread, one batch of trajectory slots.
+"""The engine core: one model, one thread, one batch of trajectory slots.
 
-Each iteration asks the pure scheduler (service/scheduler.py) for a plan, initialises newly admitted slots
-(input embedding copied from the job's one ``encode``, state from ``init_state``), runs ONE supervision step
-of the model for every active slot, verifies the candidates the plan asks for in one batched
-``task.verify`` call, and feeds the outcomes back. Finished jobs become ``Result``s (solutions formatted
-by ``task.format``) delivered through a ``concurrent.futures.Future``. torch releases the GIL in its
-kernels, so an asyncio front end in the same process stays responsive.
+Each iteration is three calls, like vLLM v1's ``EngineCore.step``:
+
+    plan = scheduler.schedule(now)                 # which slots run; jobs whose deadline passed
+    outcomes = runner.step(plan, jobs)             # one supervision step, verified: a RowOutcome per row
+    finished = scheduler.update(plan, outcomes, now)   # what finished, handed back
+
+The pure scheduler (service/scheduler.py) decides, the runner (service/runner.py) owns the device state and
+the model step; this module owns the thread and inbox, the futures, and turns finished jobs into
+``Result``s (solutions formatted by ``task.format``) delivered through a ``concurrent.futures.Future``.
+torch releases the GIL in its kernels, so an asyncio front end in the same process stays responsive.
 
 Usable outside the API process (e.g. by a Redis worker):
 
@@ -29,39 +33,27 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from model.gram import GRAM, NoiseKeys, served_halting, served_temperature
+from model.gram import GRAM, served_halting, served_temperature
 from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
-from service.jobs import Job, JobKind, Outcome, Result, Solution
-from service.scheduler import FinishedJob, RowOutcome, Scheduler, StepPlan
+from service.errors import EngineStopped, QueueFull
+from service.jobs import Job, Outcome, Result, Solution
+from service.plan import Finished, FinishedJob, StepPlan
+from service.runner import JobInput, SlotRunner
+from service.scheduler import Scheduler
 from service.settings import MAX_TEMPERATURE, BatchingMode, Settings
 
 log = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
-    """The engine already holds ``max_queue`` unfinished jobs."""
-
-    def __init__(self, model: str, retry_after_s: float) -> None:
-        super().__init__(f"the queue of model {model!r} is full; retry in {retry_after_s:.0f} s")
-        self.model = model
-        self.retry_after_s = retry_after_s
-
-
-class EngineStopped(RuntimeError):
-    """submit() on an engine that is not running (not started yet, or stopped)."""
-
-
 @dataclass
-class _Pending:
-    job: Job
-    x: torch.Tensor  # [L, G_in] on the engine's device
-    future: Future[Result]
+class _Pending(JobInput):
+    future: Future[Result] = field(default_factory=Future)
 
 
 class Engine:
@@ -85,18 +77,18 @@ class Engine:
         self.slots = slots or settings.slots
         self.mode = BatchingMode(mode or settings.batching)
         self.max_queue = max_queue or settings.max_queue
-        self.n_sup = int(_config(model, "n_sup", 16))
+        self.n_sup = int(model.config.n_sup)  # the default max_steps: the steps the model was trained with
         # The step runs through kernels.runner: on CUDA fused Triton kernels and one CUDA graph per batch
         # bucket (unless GRAM_CUDA_RUNNER=false); on CPU the GRAM_CPU_PATH choice (auto: the fastest of
         # fp32, bf16 and bf16+compile, timed at this engine's slot count; kernels/README.md). Test doubles
         # that are not GRAM models run their own step.
-        self._runner: Any = None
-        self.step_path = "model.step"
+        step, self.step_path = None, "model.step"
         if isinstance(model, GRAM) and (self.device.type != "cuda" or settings.cuda_runner):
             from kernels.runner import make_runner
 
-            self._runner, self.step_path = make_runner(model, batch_hint=self.slots)
+            step, self.step_path = make_runner(model, batch_hint=self.slots)
             log.info("engine %s: step path %s", name, self.step_path)
+        self.runner = SlotRunner(model, task, step, self.slots, self.device)
         self.max_steps_cap = settings.max_steps_cap
         self.stall_patience = settings.stall_patience
         # The prior temperature of jobs that give none: the server's setting, else the checkpoint's
@@ -106,7 +98,7 @@ class Engine:
             self.slots, self.mode, batch_wait_s=settings.request_batch_wait_ms / 1000.0,
             admission=settings.admission, stall_min_steps=settings.stall_min_steps,
             # the server's setting, else the checkpoint's (a card says false where its head misfires)
-            use_halting=served_halting(model, settings.use_halting),
+            use_halting=served_halting(model, settings.use_halting), sampling=task.unconditional,
         )
         self.ready = False
         self._lock = threading.Condition()
@@ -115,21 +107,9 @@ class Engine:
         self._pending: dict[str, _Pending] = {}  # every unfinished job, by id
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # Slot tensors, allocated on the first admission (shapes come from the model).
-        self._h: torch.Tensor | None = None
-        self._l: torch.Tensor | None = None
-        self._ex: torch.Tensor | None = None
-        self._x: torch.Tensor | None = None
-        self._tokens: torch.Tensor | None = None  # each slot's last candidate, for stall exit
-        self._seed = torch.zeros(self.slots, dtype=torch.int64, device=self.device)
-        self._temperature = torch.ones(self.slots, dtype=torch.float32, device=self.device)
-        self._job_ex: dict[str, torch.Tensor] = {}  # job id -> e_x [P + L, D], encoded once per job
         self._finish_times: deque[float] = deque(maxlen=64)  # for Retry-After
         self.iterations = 0
         metrics.init_model_series(name, task.name, self.slots)
-
-    def _run_step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> Any:
-        return (self._runner or self.model.step)(h, l, e_x, noise)
 
     # -- public API (any thread) --------------------------------------------------------------------
     def submit(self, job: Job) -> Future[Result]:
@@ -138,7 +118,7 @@ class Engine:
         # checked here: a bad token would fail the whole batch's step, not just this job
         _check_tokens(job.x, self.task.spec)
         x = torch.tensor(job.x, dtype=torch.int64, device=self.device)
-        pending = _Pending(job=job, x=x, future=Future())
+        pending = _Pending(job=job, x=x)
         pending.future.set_running_or_notify_cancel()
         with self._lock:
             if self._stopping or self._thread is None:
@@ -186,15 +166,7 @@ class Engine:
     def warmup(self) -> None:
         """One supervision step on a blank input, so /readyz means 'the first request will not pay
         for lazy initialisation'."""
-        spec = self.task.spec
-        x = torch.ones(1, spec.seq_len, spec.in_group, dtype=torch.int64, device=self.device)
-        with torch.inference_mode():
-            e_x = self.model.encode(x)
-            h, l = self.model.init_state(1)
-            zero = torch.zeros(1, dtype=torch.int64, device=self.device)
-            keys = NoiseKeys(zero, zero, zero, self._temperature[:1])
-            out = self._run_step(h.to(self.device), l.to(self.device), e_x, keys)
-            self.task.verify(out.tokens, x)
+        self.runner.warmup()
         self.ready = True
 
     def start(self) -> None:
@@ -234,13 +206,14 @@ class Engine:
             try:
                 for pending in incoming:
                     self.scheduler.add(pending.job, now)
+                finished = Finished()
                 for job_id in aborts:
-                    self.scheduler.abort(job_id, now)
+                    finished += self.scheduler.abort(job_id, now)
                 plan = self.scheduler.schedule(time.time())
-                self._publish(self.scheduler.pop_finished())
+                finished += plan.finished
+                self._publish(finished)  # aborted and expired jobs answer before the step runs
                 if plan.rows:
-                    self._iterate(plan)
-                    self._publish(self.scheduler.pop_finished())
+                    self._publish(self._step(plan))
             except Exception as err:  # a failure must not kill the engine or leave a job unanswered
                 log.exception("engine %s: step failed", self.name)
                 self._fail_all(f"{type(err).__name__}: {err}")
@@ -256,112 +229,24 @@ class Engine:
             timeout = None if wake_at is None else max(0.0, wake_at - time.time())
             self._lock.wait(timeout)
 
-    def _iterate(self, plan: StepPlan) -> None:
+    def _step(self, plan: StepPlan) -> Finished:
         started = time.perf_counter()
-        self._admit(plan)
-        rows = plan.rows
-        idx = torch.tensor([r.slot for r in rows], dtype=torch.int64, device=self.device)
-        assert self._h is not None and self._l is not None and self._ex is not None and self._x is not None
-        h, l, e_x, x = self._h[idx], self._l[idx], self._ex[idx], self._x[idx]
-        noise = NoiseKeys(
-            seed=self._seed[idx],
-            traj=torch.tensor([r.traj for r in rows], dtype=torch.int64, device=self.device),
-            step=torch.tensor([r.step for r in rows], dtype=torch.int64, device=self.device),
-            temperature=self._temperature[idx],
-        )
-        with torch.inference_mode():
-            out = self._run_step(h, l, e_x, noise)
-            self._h[idx] = out.h.to(self._h.dtype)
-            self._l[idx] = out.l.to(self._l.dtype)
-            unchanged = self._unchanged(plan, idx, out.tokens)
-            outcomes = self._outcomes(plan, out, x, unchanged)
-        self.scheduler.update(plan, outcomes, time.time())
+        outcomes = self.runner.step(plan, self._pending)
+        finished = self.scheduler.update(plan, outcomes, time.time())
         self.iterations += 1
         metrics.STEP_DURATION.labels(model=self.name).observe(time.perf_counter() - started)
-        metrics.BATCH_OCCUPANCY.labels(model=self.name).observe(len(rows) / self.slots)
-
-    def _admit(self, plan: StepPlan) -> None:
-        new = [r for r in plan.rows if r.new]
-        if not new:
-            return
-        unseen = list(dict.fromkeys(r.job_id for r in new if r.job_id not in self._job_ex))
-        if unseen:
-            xs = torch.stack([self._pending[j].x for j in unseen])
-            with torch.inference_mode():
-                encoded = self.model.encode(xs)
-            for j, e in zip(unseen, encoded, strict=True):
-                self._job_ex[j] = e
-        with torch.inference_mode():
-            h0, l0 = self.model.init_state(len(new))
-        if self._h is None:
-            self._allocate(h0, l0, self._job_ex[new[0].job_id])
-        assert self._h is not None and self._l is not None and self._ex is not None and self._x is not None
-        idx = torch.tensor([r.slot for r in new], dtype=torch.int64, device=self.device)
-        self._h[idx] = h0.to(self.device, self._h.dtype)
-        self._l[idx] = l0.to(self.device, self._l.dtype)
-        self._ex[idx] = torch.stack([self._job_ex[r.job_id] for r in new])
-        self._x[idx] = torch.stack([self._pending[r.job_id].x for r in new])
-        self._seed[idx] = torch.tensor(
-            [self._pending[r.job_id].job.seed for r in new], dtype=torch.int64, device=self.device
-        )
-        self._temperature[idx] = torch.tensor(
-            [self._pending[r.job_id].job.temperature for r in new], dtype=torch.float32, device=self.device
-        )
-
-    def _allocate(self, h0: torch.Tensor, l0: torch.Tensor, e_x: torch.Tensor) -> None:
-        s, spec = self.slots, self.task.spec
-        self._h = torch.zeros((s, *h0.shape[1:]), dtype=h0.dtype, device=self.device)
-        self._l = torch.zeros((s, *l0.shape[1:]), dtype=l0.dtype, device=self.device)
-        self._ex = torch.zeros((s, *e_x.shape), dtype=e_x.dtype, device=self.device)
-        self._x = torch.ones((s, spec.seq_len, spec.in_group), dtype=torch.int64, device=self.device)
-
-    def _unchanged(self, plan: StepPlan, idx: torch.Tensor, tokens: torch.Tensor) -> list[bool]:
-        """Per row: the candidate equals the one its trajectory decoded after its previous step (stall
-        exit's signal; False on a trajectory's first step, whose slot holds another's last candidate)."""
-        if self._tokens is None:
-            shape = (self.slots, *tokens.shape[1:])
-            self._tokens = torch.zeros(shape, dtype=tokens.dtype, device=tokens.device)
-        same = (tokens == self._tokens[idx]).flatten(1).all(1).tolist()
-        self._tokens[idx] = tokens
-        return [bool(s) and row.step > 0 for s, row in zip(same, plan.rows, strict=True)]
-
-    def _outcomes(self, plan: StepPlan, out: Any, x: torch.Tensor, unchanged: list[bool]) -> list[RowOutcome]:
-        rows = plan.rows
-        tokens = out.tokens
-        halted = (out.q_halt > 0).tolist()
-        verify_rows = [i for i, r in enumerate(rows) if r.verify]
-        valid = [False] * len(rows)
-        scores = [0.0] * len(rows)
-        if verify_rows:
-            vi = torch.tensor(verify_rows, dtype=torch.int64, device=tokens.device)
-            ok = self.task.verify(tokens[vi], x[vi]).tolist()
-            for i, good in zip(verify_rows, ok, strict=True):
-                valid[i] = bool(good)
-        keep = [
-            i for i, r in enumerate(rows)
-            if valid[i] or (self._pending[r.job_id].job.kind == JobKind.sample and (r.final or halted[i]))
-        ]
-        if keep:
-            ki = torch.tensor(keep, dtype=torch.int64, device=tokens.device)
-            mask = self.task.answer_mask(x[ki])
-            per_row = (out.token_logprob[ki].float() * mask).flatten(1).sum(1).tolist()
-            for i, s in zip(keep, per_row, strict=True):
-                scores[i] = float(s)
-        keep_set = set(keep)
-        results = []
-        for i, _row in enumerate(rows):
-            if i in keep_set:
-                y = tokens[i].cpu().clone()
-                key = self.task.canonical_key(x[i].cpu(), y) if valid[i] else None
-                results.append(RowOutcome(valid[i], halted[i], unchanged[i], key, scores[i], y))
-            else:
-                results.append(RowOutcome(valid=False, halted=halted[i], unchanged=unchanged[i]))
-        return results
+        metrics.BATCH_OCCUPANCY.labels(model=self.name).observe(len(plan.rows) / self.slots)
+        return finished
 
     # -- results -------------------------------------------------------------------------------------
-    def _publish(self, finished: list[FinishedJob]) -> None:
-        for done in finished:
-            self._job_ex.pop(done.job.id, None)
+    def _count_retired(self, finished: Finished) -> None:
+        for outcome, n in finished.retired.items():
+            metrics.TRAJECTORIES.labels(model=self.name, outcome=outcome).inc(n)
+
+    def _publish(self, finished: Finished) -> None:
+        self._count_retired(finished)
+        for done in finished.jobs:
+            self.runner.forget(done.job.id)
             pending = self._pending.get(done.job.id)
             if pending is None:
                 continue
@@ -372,7 +257,7 @@ class Engine:
                 result = Result(done.job.id, self.name, self.task.name, Outcome.error,
                                 error=f"{type(err).__name__}: {err}")
             metrics.QUEUE_WAIT.labels(model=self.name).observe(done.queue_s)
-            if done.job.kind == JobKind.solve and result.outcome != Outcome.error:
+            if not self.task.unconditional and result.outcome != Outcome.error:
                 metrics.DISTINCT_SOLUTIONS.labels(task=self.task.name).observe(len(result.solutions))
             self._deliver(pending, result)
 
@@ -405,9 +290,9 @@ class Engine:
     def _fail_all(self, message: str) -> None:
         now = time.time()
         for job_id in self.scheduler.job_ids():
-            self.scheduler.abort(job_id, now)
-        self.scheduler.pop_finished()
-        self._job_ex.clear()
+            # answered below with the error, not as aborted; their cut-short trajectories still count
+            self._count_retired(self.scheduler.abort(job_id, now))
+        self.runner.clear()
         with self._lock:
             queued = {id(p) for p in self._inbox}
             failed = [p for p in self._pending.values() if id(p) not in queued]
@@ -421,8 +306,6 @@ class Engine:
             inbox = len(self._inbox)
         metrics.QUEUE_DEPTH.labels(model=self.name).set(stats.waiting_jobs + inbox)
         metrics.ACTIVE_SLOTS.labels(model=self.name).set(stats.active_slots)
-        for outcome, n in self.scheduler.pop_retired_counts().items():
-            metrics.TRAJECTORIES.labels(model=self.name, outcome=outcome).inc(n)
 
     def _resolve(self, job: Job) -> Job:
         steps = job.max_steps if job.max_steps is not None else self.n_sup
@@ -452,10 +335,3 @@ def _check_tokens(x: Any, spec: TaskSpec) -> None:
         for token in row:
             if type(token) is not int or not 0 <= token < vocab:
                 raise ValueError(f"job.x tokens must be ints in 0..{vocab - 1}, got {token!r}")
-
-
-def _config(model: Any, name: str, default: Any) -> Any:
-    config = getattr(model, "config", None)
-    if isinstance(config, dict):
-        return config.get(name, default)
-    return getattr(config, name, default)

@@ -1,7 +1,8 @@
 """Validated request bodies -> Jobs, shared by the API (service/app.py) and `gram solve` / `gram sample`.
 
-Every problem a client can cause raises ``TaskInputError`` (field name + message), which the API turns
-into a 422 and the CLI prints.
+The one place a request is routed (which model answers it, from the queue's ``models()``) and checked
+against the server's limits. Every problem a client can cause raises ``TaskInputError`` (field name +
+message), which the API turns into a 422 and the CLI prints; no model serving the task raises NoModel (503).
 """
 
 from __future__ import annotations
@@ -10,15 +11,33 @@ import secrets
 import time
 
 from model.tasks.base import TaskInputError
-from service.jobs import Job, JobKind
-from service.schemas import AnySolveRequest, SampleRequest, task_body
+from service.errors import NoModel
+from service.jobs import Job
+from service.queues import ModelInfo
+from service.schemas import SampleRequest, SolveCommon, task_body
 from service.settings import Settings
 
 
-def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
+def route(models: list[ModelInfo], task: str, requested: str | None = None) -> str:
+    """The model a job goes to: the requested one (it must serve the task), else the first serving it."""
+    serving = [m.name for m in models if m.task == task]
+    if requested is not None:
+        if requested not in serving:
+            raise TaskInputError(
+                f"model {requested!r} does not serve task {task!r}; models serving it: {sorted(serving)}",
+                "model",
+            )
+        return requested
+    if not serving:
+        raise NoModel(f"no loaded model serves task {task!r}")
+    return serving[0]
+
+
+def solve_job(settings: Settings, body: SolveCommon, models: list[ModelInfo]) -> Job:
     from model.tasks.registry import get_task
 
     task = body.task
+    model = route(models, task, body.model)
     instance = get_task(task).parse(task_body(body))
     if body.num_trajectories > settings.max_trajectories:
         raise TaskInputError(
@@ -28,7 +47,7 @@ def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
         )
     check_limits(settings, body.max_steps, "max_steps", body.timeout_ms)
     return Job.new(
-        model=model, task=task, x=instance.x.tolist(), meta=instance.meta, kind=JobKind.solve,
+        model=model, task=task, x=instance.x.tolist(), meta=instance.meta,
         num_trajectories=body.num_trajectories, max_solutions=body.max_solutions, max_steps=body.max_steps,
         stall_patience=body.stall_patience, seed=resolve_seed(body.seed),
         temperature=_float(body.temperature),
@@ -36,13 +55,14 @@ def solve_job(settings: Settings, body: AnySolveRequest, model: str) -> Job:
     )
 
 
-def sample_job(settings: Settings, body: SampleRequest, model: str) -> Job:
+def sample_job(settings: Settings, body: SampleRequest, models: list[ModelInfo]) -> Job:
     from model.tasks.registry import get_task
 
+    model = route(models, "mnist")
     check_limits(settings, body.steps, "steps", body.timeout_ms)
     instance = get_task("mnist").parse({})
     return Job.new(
-        model=model, task="mnist", x=instance.x.tolist(), meta=instance.meta, kind=JobKind.sample,
+        model=model, task="mnist", x=instance.x.tolist(), meta=instance.meta,
         num_trajectories=body.n, max_solutions=body.n, max_steps=body.steps, seed=resolve_seed(body.seed),
         temperature=_float(body.temperature),
         deadline=deadline(settings, body.timeout_ms), seeded=body.seed is not None,

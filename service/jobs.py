@@ -22,11 +22,6 @@ from enum import StrEnum
 from typing import Any
 
 
-class JobKind(StrEnum):
-    solve = "solve"  # verify candidates, return distinct valid solutions
-    sample = "sample"  # unconditional generation: every trajectory's final output is returned
-
-
 class Outcome(StrEnum):
     complete = "complete"  # max_solutions found, or every trajectory of the budget retired
     partial = "partial"  # the deadline passed first: what was found so far
@@ -41,7 +36,6 @@ class Job:
     task: str
     x: list[list[int]]
     meta: dict[str, Any] = field(default_factory=dict)
-    kind: JobKind = JobKind.solve
     num_trajectories: int = 20
     max_solutions: int = 10
     max_steps: int | None = None  # None: the model's n_sup
@@ -52,7 +46,7 @@ class Job:
     temperature: float | None = None  # the prior's temperature; None: the engine's default for its model
     deadline: float | None = None  # Unix seconds; None: no deadline
     submitted_at: float = field(default_factory=time.time)
-    seeded: bool = False  # the client chose the seed: the Redis result cache may answer it (service/cache.py)
+    seeded: bool = False  # the client chose the seed: the result cache may answer it (service/redis/cache.py)
 
     @classmethod
     def new(cls, **fields: Any) -> Job:
@@ -64,7 +58,8 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         data = dict(data)
-        data["kind"] = JobKind(data.get("kind", JobKind.solve))
+        # sampling is the task's property now (Task.unconditional); a job from an older API may say "kind"
+        data.pop("kind", None)
         return cls(**data)
 
     def to_json(self) -> str:
@@ -95,7 +90,7 @@ class Result:
     elapsed_ms: float = 0.0  # submit -> result
     queue_ms: float = 0.0  # submit -> first trajectory admitted
     error: str | None = None
-    cached: bool = False  # answered from the Redis result cache (service/cache.py)
+    cached: bool = False  # answered from the Redis result cache (service/redis/cache.py)
 
     @property
     def complete(self) -> bool:

@@ -1,85 +1,69 @@
 """The JobQueue seam: how a Job reaches an engine and its Result comes back to the API.
 
-The API only calls ``submit`` (await the Result; raises ``QueueFull`` for a 429, ``NoModel`` for a 503)
-and cancels the awaiting task when the client goes away, which must abort the job. Two implementations
-share the Job/Result types (service/jobs.py):
-- ``InProcessQueue`` (here, the embedded default): hands the job to the Engine of this process.
-- the Redis Streams queue (service/redis_queue.py): API replicas XADD, ``gram worker`` processes run the
-  engines and write Results back.
+The API (service/app.py) depends on this protocol alone. Two implementations share the Job/Result types
+(service/jobs.py):
+- ``InProcessQueue`` (service/inprocess.py, the embedded default): owns the Runtime of this process and
+  hands each job to its Engine.
+- ``RedisJobQueue`` (service/redis/queue.py): API replicas XADD, ``gram worker`` processes run the engines
+  and write Results back.
+
+No torch import here or in the errors (service/errors.py): the Redis side never loads the model stack.
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import Future
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from service.engine import EngineStopped, QueueFull
 from service.jobs import Job, Result
-from service.runtime import Runtime
-
-__all__ = ["JobQueue", "InProcessQueue", "NoModel", "QueueFull"]
 
 
-class NoModel(Exception):
-    """No loaded model serves the job's task."""
+@dataclass
+class ModelInfo:
+    """One served model as the API sees it: what GET /models reports, and the defaults a job that leaves
+    them unset takes (n_sup -> max_steps, temperature, stall_patience)."""
+
+    name: str
+    task: str
+    slots: int = 0
+    batching: str = ""
+    n_sup: int = 0
+    ready: bool = True
+    temperature: float = 1.0
+    stall_patience: int | None = None  # None: the API's own GRAM_STALL_PATIENCE (older registrations)
+    parameters: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    markdown: str | None = None
+
+
+@dataclass
+class QueueStatus:
+    """What /readyz reports: ready, or why not."""
+
+    ready: bool
+    models: list[str] = field(default_factory=list)  # the models served, when ready
+    error: bool = False  # not ready because something failed (not merely still loading)
+    detail: str | None = None  # why it is not ready
 
 
 class JobQueue(Protocol):
-    async def submit(self, job: Job) -> Result:
-        """The job's Result. Raises QueueFull (over the bound), NoModel, ValueError (a bad job).
-        Cancelling the awaiting task aborts the job."""
-        ...
-
-    def ready(self) -> bool:
-        """Whether jobs can be served now (models loaded and warmed up / workers present)."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-def _settle(waiter: asyncio.Future[Result], done: Future[Result]) -> None:
-    """Copy the engine's outcome onto the awaiting asyncio future (on the event loop's thread)."""
-    if waiter.done():  # the wait was cancelled: the client went away
-        return
-    error = done.exception()
-    if error is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(done.result())
-
-
-class InProcessQueue:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def start(self) -> None:
+        """Begin loading models or watching workers; returns at once (the app's startup)."""
 
     async def submit(self, job: Job) -> Result:
-        engine = self.runtime.engines.get(job.model) or self.runtime.engine_for_task(job.task)
-        if engine is None:
-            raise NoModel(f"no loaded model serves task {job.task!r}")
-        try:
-            future = engine.submit(job)
-        except EngineStopped as err:
-            raise NoModel(str(err)) from None
-        # One loop callback from the engine thread straight to the awaiting task (asyncio.shield over
-        # asyncio.wrap_future took three loop iterations). Cancelling the wait cancels only this asyncio
-        # future, never the engine's: the engine still answers it.
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Result] = loop.create_future()
+        """The job's Result. Raises QueueFull (over the bound), NoModel (503). Cancelling the awaiting
+        task aborts the job."""
+        ...
 
-        def hand_back(done: Future[Result]) -> None:  # runs on the engine thread
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, waiter, done)
+    def status(self) -> QueueStatus:
+        """Whether jobs can be served now (models loaded and warmed up / workers present), else why not."""
+        ...
 
-        future.add_done_callback(hand_back)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            engine.abort(job.id)
-            raise
-
-    def ready(self) -> bool:
-        return self.runtime.ready
+    async def models(self) -> list[ModelInfo]:
+        """The models served now, in routing order (the first serving a task answers it by default)."""
+        ...
 
     async def close(self) -> None:
-        self.runtime.stop()
+        """Release what the queue owns (its runtime's engines, its Redis connections)."""
+

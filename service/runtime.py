@@ -24,6 +24,7 @@ import torch
 from model.tasks.base import Task
 from service import metrics
 from service.engine import Engine
+from service.queues import ModelInfo
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,19 @@ class Runtime:
         return self.loaded.is_set() and self.error is None and bool(self.engines) and all(
             e.ready for e in self.engines.values()
         )
+
+    def model_infos(self) -> list[ModelInfo]:
+        """The loaded models, in routing order, as GET /models reports them."""
+        infos = []
+        for name, engine in self.engines.items():
+            info = self.cards.get(name, {})
+            infos.append(ModelInfo(
+                name=name, task=engine.task.name, ready=engine.ready, slots=engine.slots,
+                batching=engine.mode.value, n_sup=engine.n_sup, temperature=engine.temperature,
+                stall_patience=engine.stall_patience, parameters=info.get("parameters"),
+                config=info.get("config", {}), card=info.get("card", {}), markdown=info.get("markdown"),
+            ))
+        return infos
 
     def engine_for_task(self, task: str) -> Engine | None:
         for engine in self.engines.values():

@@ -3,11 +3,18 @@
 The engine (service/engine.py) drives it once per iteration:
 
     sched.add(job, now)                     # job.max_steps already resolved to an int
-    plan = sched.schedule(now)              # which slots run this step; which of them are new
+    plan = sched.schedule(now)              # which slots run this step; which of them are new;
+                                            # plan.finished: jobs whose deadline passed
     ... run one supervision step for plan.rows, verify the rows with row.verify ...
-    sched.update(plan, outcomes, now)       # one RowOutcome per plan row, same order
-    for done in sched.pop_finished(): ...   # FinishedJob: aggregated solutions, outcome, counts
-    sched.abort(job_id, now)                # client went away: free its slots, finish it as aborted
+    finished = sched.update(plan, outcomes, now)  # one RowOutcome per plan row -> what finished
+    finished = sched.abort(job_id, now)     # client went away: free its slots, finish it as aborted
+
+Every call that can end jobs returns them as a ``Finished`` (FinishedJob list: aggregated solutions,
+outcome, counts; and the trajectories retired, by outcome): nothing is left behind to drain.
+
+Sampling (a task with no verifier, e.g. MNIST: ``Task.unconditional``) is a property of the scheduler,
+since an engine serves one task: no row is verified, a trajectory retires at its last step (or when the
+halting head says stop, in continuous mode), and every trajectory's output is an answer.
 
 Modes (``BatchingMode``):
 - continuous: every iteration admits waiting trajectories (``admission="round_robin"``, the default: one
@@ -44,65 +51,14 @@ trajectory index's. Ordered by count, then score (descending), then first trajec
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.jobs import Job, JobKind, Outcome
-from service.settings import BatchingMode
+from service.exit_rules import ABORTED, VALID, BatchingMode, ExitRules
+from service.jobs import Job, Outcome
+from service.plan import Finished, FinishedJob, PlanRow, RowOutcome, SolutionRecord, StepPlan
 
-# Trajectory outcomes (the ``outcome`` label of gram_trajectories_total).
-VALID, INVALID, HALTED, STALLED, EXHAUSTED, ABORTED = (
-    "valid", "invalid", "halted", "stalled", "exhausted", "aborted"
-)
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    slot: int
-    job_id: str
-    traj: int  # trajectory index within the job (the noise key "traj")
-    step: int  # supervision steps this trajectory has already run (the noise key "step")
-    new: bool  # admitted this iteration: the engine initialises the slot's state and input embedding
-    verify: bool  # verify this row's candidate after the step
-    final: bool  # this step is the trajectory's last (its job's max_steps)
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    rows: list[PlanRow]
-    wake_at: float | None = None  # when rows is empty: earliest time a later schedule() may admit
-
-
-@dataclass(frozen=True)
-class RowOutcome:
-    valid: bool = False  # verified valid (False when the row was not verified)
-    halted: bool = False  # the halting head says stop (q_halt > 0)
-    unchanged: bool = False  # the candidate is the one this trajectory decoded after its previous step
-    key: bytes | None = None  # canonical key of a valid candidate
-    score: float = 0.0
-    payload: Any = None  # the candidate (opaque here): kept for valid rows and for retiring samples
-
-
-@dataclass
-class SolutionRecord:
-    key: bytes
-    payload: Any
-    score: float
-    count: int
-    first_step: int
-    first_traj: int
-
-
-@dataclass
-class FinishedJob:
-    job: Job
-    outcome: Outcome
-    solutions: list[SolutionRecord]
-    num_trajectories: int  # trajectories the answer is made of
-    steps: int  # supervision steps those trajectories ran
-    queue_s: float  # add -> first admission (the whole life when never admitted)
-    trajectories_run: int  # every trajectory that took a slot, counted or not
+__all__ = ["Finished", "FinishedJob", "PlanRow", "RowOutcome", "Scheduler", "SolutionRecord", "StepPlan"]
 
 
 @dataclass
@@ -138,11 +94,6 @@ class _JobState:
     found_keys: set[bytes] = field(default_factory=set)  # distinct solutions of all retired trajectories
 
     @property
-    def first_found(self) -> bool:
-        """Complete on the first max_solutions found, in any trajectories (unseeded solve jobs)."""
-        return not self.job.seeded and self.job.kind == JobKind.solve
-
-    @property
     def width(self) -> int:
         return self.job.num_trajectories
 
@@ -164,6 +115,7 @@ class Scheduler:
         use_halting: bool = True,
         admission: str = "round_robin",
         stall_min_steps: int = 1,
+        sampling: bool = False,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -175,11 +127,12 @@ class Scheduler:
         self.batch_wait_s = batch_wait_s
         self.use_halting = use_halting
         self.stall_min_steps = stall_min_steps
+        self.rules = ExitRules(self.mode, use_halting, stall_min_steps)
         self._slots: list[_Slot | None] = [None] * slots
         self._jobs: dict[str, _JobState] = {}  # insertion order = arrival order
-        self._finished: list[FinishedJob] = []
+        self.sampling = sampling
+        self._finished = Finished()  # collects what the current call ends; handed back as it returns
         self._seq = 0
-        self._retired_counts: Counter[str] = Counter()
 
     # -- intake ---------------------------------------------------------------------------------------
     def add(self, job: Job, now: float) -> None:
@@ -192,32 +145,30 @@ class Scheduler:
         self._seq += 1
         self._jobs[job.id] = _JobState(job=job, max_steps=job.max_steps, arrived=now, seq=self._seq)
 
-    def abort(self, job_id: str, now: float) -> bool:
-        """Finish a job as aborted and free its slots; False when the job is unknown or already done."""
+    def abort(self, job_id: str, now: float) -> Finished:
+        """Finish a job as aborted and free its slots (nothing when it is unknown or already done)."""
         state = self._jobs.get(job_id)
-        if state is None:
-            return False
-        self._finish(state, Outcome.aborted, now)
-        return True
+        if state is not None:
+            self._finish(state, Outcome.aborted, now)
+        return self._hand_back()
 
     # -- one iteration ------------------------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
         self._expire_deadlines(now)
         admitted = self._admit(now)
         rows: list[PlanRow] = []
-        verify_every_step = self.mode == BatchingMode.continuous
         for slot_index, slot in enumerate(self._slots):
             if slot is None:
                 continue
             state = self._jobs[slot.job_id]
             final = slot.steps + 1 >= state.max_steps
-            verify = state.job.kind == JobKind.solve and (verify_every_step or final)
+            verify = self.rules.verifies(final, sampling=self.sampling)
             rows.append(
                 PlanRow(slot_index, slot.job_id, slot.traj, slot.steps, slot_index in admitted, verify, final)
             )
-        return StepPlan(rows=rows, wake_at=None if rows else self._wake_at())
+        return StepPlan(rows=rows, wake_at=None if rows else self._wake_at(), finished=self._hand_back())
 
-    def update(self, plan: StepPlan, outcomes: list[RowOutcome], now: float) -> None:
+    def update(self, plan: StepPlan, outcomes: list[RowOutcome], now: float) -> Finished:
         if len(outcomes) != len(plan.rows):
             raise ValueError(f"{len(outcomes)} outcomes for {len(plan.rows)} plan rows")
         touched: list[_JobState] = []
@@ -248,15 +199,11 @@ class Scheduler:
         for state in touched:
             if state.job.id in self._jobs:
                 self._maybe_complete(state, now)
+        return self._hand_back()
 
-    def pop_finished(self) -> list[FinishedJob]:
-        done, self._finished = self._finished, []
-        return done
-
-    def pop_retired_counts(self) -> Counter[str]:
-        """Trajectories retired since the last call, by outcome (valid/invalid/halted/exhausted/aborted)."""
-        counts, self._retired_counts = self._retired_counts, Counter()
-        return counts
+    def _hand_back(self) -> Finished:
+        finished, self._finished = self._finished, Finished()
+        return finished
 
     def stats(self) -> SchedulerStats:
         waiting = sum(1 for s in self._jobs.values() if s.first_admit is None)
@@ -276,22 +223,11 @@ class Scheduler:
 
     # -- rules ----------------------------------------------------------------------------------------
     def _retirement(self, state: _JobState, row: PlanRow, out: RowOutcome, slot: _Slot) -> str | None:
-        continuous = self.mode == BatchingMode.continuous
-        if state.job.kind == JobKind.sample:
-            if row.final or (continuous and self.use_halting and out.halted):
-                return VALID
-            return None
-        if row.verify and out.valid:
-            return VALID
-        if continuous and self.use_halting and out.halted:
-            return HALTED
-        patience = state.job.stall_patience or 0
-        stalled = patience > 0 and slot.unchanged >= patience and slot.steps >= self.stall_min_steps
-        if continuous and row.verify and stalled:
-            return STALLED
-        if row.final:
-            return EXHAUSTED if continuous else INVALID
-        return None
+        return self.rules.retirement(
+            verified_valid=out.valid, halted=out.halted, final=row.final, verified=row.verify,
+            unchanged_run=slot.unchanged, steps=slot.steps, stall_patience=state.job.stall_patience or 0,
+            sampling=self.sampling,
+        )
 
     def _admit(self, now: float) -> set[int]:
         free = [i for i, s in enumerate(self._slots) if s is None]
@@ -354,7 +290,7 @@ class Scheduler:
         state.retired[slot.traj] = traj
         state.active.discard(slot_index)
         self._slots[slot_index] = None
-        self._retired_counts[traj.outcome] += 1
+        self._finished.retired[traj.outcome] += 1
         if traj.key is not None:
             state.found_keys.add(traj.key)
         # The prefix stops growing once it holds max_solutions distinct keys: that prefix is the answer.
@@ -366,34 +302,39 @@ class Scheduler:
 
     def _maybe_complete(self, state: _JobState, now: float) -> None:
         all_retired = len(state.retired) == state.width
-        if self.mode == BatchingMode.continuous and state.job.kind == JobKind.solve:
-            found = state.found_keys if state.first_found else state.prefix_keys
+        if self.mode == BatchingMode.continuous and not self.sampling:
+            found = state.found_keys if self._first_found(state) else state.prefix_keys
             if len(found) >= state.job.max_solutions or all_retired:
                 self._finish(state, Outcome.complete, now)
         elif all_retired:
             self._finish(state, Outcome.complete, now)
 
+    def _first_found(self, state: _JobState) -> bool:
+        """Complete on the first max_solutions found, in any trajectories (unseeded solve jobs)."""
+        return not state.job.seeded and not self.sampling
+
     def _finish(self, state: _JobState, outcome: Outcome, now: float) -> None:
         for slot_index in sorted(state.active):
             slot = self._slots[slot_index]
             assert slot is not None
-            self._retired_counts[ABORTED] += 1
+            self._finished.retired[ABORTED] += 1
             # steps a cut-short trajectory ran still count as work for partial/aborted answers
             state.retired.setdefault(slot.traj, _Traj(outcome=ABORTED, steps=slot.steps))
             self._slots[slot_index] = None
         state.active.clear()
         del self._jobs[state.job.id]
 
-        if outcome == Outcome.complete and self.mode == BatchingMode.continuous and not state.first_found:
+        prefix_rule = self.mode == BatchingMode.continuous and not self._first_found(state)
+        if outcome == Outcome.complete and prefix_rule:
             counted = {t: r for t, r in state.retired.items() if t < state.prefix}
         else:
             counted = state.retired
-        limit = None if state.job.kind == JobKind.sample else state.job.max_solutions
-        self._finished.append(
+        limit = None if self.sampling else state.job.max_solutions
+        self._finished.jobs.append(
             FinishedJob(
                 job=state.job,
                 outcome=outcome,
-                solutions=_aggregate(counted, state.job.kind, limit),
+                solutions=_aggregate(counted, self.sampling, limit),
                 num_trajectories=sum(1 for r in counted.values() if r.outcome != ABORTED or r.steps > 0),
                 steps=sum(r.steps for r in counted.values()),
                 queue_s=(state.first_admit if state.first_admit is not None else now) - state.arrived,
@@ -402,8 +343,8 @@ class Scheduler:
         )
 
 
-def _aggregate(records: dict[int, _Traj], kind: JobKind, limit: int | None) -> list[SolutionRecord]:
-    if kind == JobKind.sample:
+def _aggregate(records: dict[int, _Traj], sampling: bool, limit: int | None) -> list[SolutionRecord]:
+    if sampling:
         return [
             SolutionRecord(
                 key=t.to_bytes(8, "big"), payload=r.payload, score=r.score, count=1,

@@ -1,5 +1,9 @@
 """HTTP request and response bodies (pydantic v2). /solve bodies are a union tagged by ``task``.
 
+The union is built from the task registry: each family's module exports its own fields
+(``Task.request_model``, with ``task: Literal[name]``) and OpenAPI examples (``Task.openapi_examples``);
+here every one is combined with ``SolveCommon`` (width, seed, limits). Adding a family touches no file here.
+
 Pydantic checks the shape and types (strict scalars: no "3" -> 3, true -> 1 or 2.0 -> 2 coercion; unknown
 fields are refused); the task's own ``parse`` then checks
 the meaning (board ranges, attacking queens, repeated digits) and its TaskInputError message becomes the
@@ -8,15 +12,14 @@ the meaning (board ranges, attacking queens, repeated digits) and its TaskInputE
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from model.tasks.registry import TASKS
 from service.settings import MAX_TEMPERATURE
 
 MAX_SEED = 2**63 - 1
-
-SUDOKU_EXAMPLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 
 
 Number = StrictFloat | StrictInt
@@ -60,57 +63,27 @@ class SolveCommon(_Strict):
     )
 
 
-class SudokuRequest(SolveCommon):
-    task: Literal["sudoku"]
-    puzzle: StrictStr | list[list[StrictInt]] = Field(
-        description="81 characters ('.' or '0' blank) or a 9x9 array of ints (0 blank)"
-    )
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"task": "sudoku", "puzzle": SUDOKU_EXAMPLE, "seed": 0}]}
-    )
+def _solve_request(fields: type[BaseModel]) -> type[SolveCommon]:
+    """A family's /solve body: the common fields first, then its own (the order the schema shows);
+    named like the family's model, so the OpenAPI components keep their names."""
+    return type(fields.__name__, (fields, SolveCommon), {"__module__": __name__, "__doc__": None})
 
 
-class NQueensRequest(SolveCommon):
-    task: Literal["nqueens"]
-    n: StrictInt = Field(description="board size, 4..12")
-    queens: list[tuple[StrictInt, StrictInt]] = Field(
-        default_factory=list, description="queens already placed, [row, col] 0-based"
-    )
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"task": "nqueens", "n": 8, "queens": [[0, 0]], "max_solutions": 4, "seed": 0}]
-        }
-    )
+# task name -> its /solve body model, in registry order
+SOLVE_REQUESTS: dict[str, type[SolveCommon]] = {
+    name: _solve_request(task.request_model) for name, task in TASKS.items() if task.request_model is not None
+}
+SolveRequest = Annotated[Union[tuple(SOLVE_REQUESTS.values())], Field(discriminator="task")]  # noqa: UP007
+# OpenAPI examples of POST /solve bodies, every family's
+SOLVE_EXAMPLES: dict[str, dict[str, Any]] = {
+    key: example for task in TASKS.values() for key, example in task.openapi_examples.items()
+}
 
 
-class GraphColoringRequest(SolveCommon):
-    task: Literal["graph_coloring"]
-    num_nodes: StrictInt = Field(description="nodes 0..num_nodes-1, at most 16")
-    edges: list[tuple[StrictInt, StrictInt]] = Field(description="undirected edges [u, v]")
-    num_colors: StrictInt = Field(description="colours 0..num_colors-1, 2..4")
-    fixed: dict[str, StrictInt] | None = Field(None, description="node -> colour it must have")
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "task": "graph_coloring", "num_nodes": 5, "num_colors": 3,
-                    "edges": [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]], "fixed": {"0": 0}, "seed": 0,
-                }
-            ]
-        }
-    )
-
-
-AnySolveRequest = SudokuRequest | NQueensRequest | GraphColoringRequest
-SolveRequest = Annotated[AnySolveRequest, Field(discriminator="task")]
-
-TASK_FIELDS = {"task", "puzzle", "n", "queens", "num_nodes", "edges", "num_colors", "fixed"}
-
-
-def task_body(request: BaseModel) -> dict[str, Any]:
+def task_body(request: SolveCommon) -> dict[str, Any]:
     """The task-specific fields as plain JSON values, for ``Task.parse``."""
-    data = request.model_dump(mode="json", exclude_unset=False)
-    return {k: v for k, v in data.items() if k in TASK_FIELDS}
+    fields = TASKS[request.task].request_model.model_fields  # type: ignore[attr-defined, union-attr]
+    return request.model_dump(mode="json", include=set(fields))
 
 
 class SolutionOut(BaseModel):

@@ -1,29 +1,25 @@
 """Service settings, read from the environment with the prefix ``GRAM_`` (pydantic-settings).
 
 Every knob the engine, the API and the CLI share lives here, so `gram serve --slots 32` and
-`GRAM_SLOTS=32 gram serve` mean the same thing. ``GRAM_QUEUE_URL`` is reserved for the Redis queue
-(service/redis_queue.py); the embedded in-process queue ignores it.
+`GRAM_SLOTS=32 gram serve` mean the same thing. ``GRAM_QUEUE_URL`` selects the Redis queue
+(service/redis/); the Redis-mode knobs below it are read by the API's queue and by `gram worker`, and the
+embedded in-process queue ignores them.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.exit_rules import BatchingMode
+
+__all__ = ["BatchingMode", "MAX_TEMPERATURE", "Settings"]
+
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "model" / "weights"
 MAX_TEMPERATURE = 10.0  # prior temperatures above this only add noise (BENCHMARKS.md, "Prior temperature")
-
-
-class BatchingMode(StrEnum):
-    """How the engine batches trajectories (see service/scheduler.py for the exact rules)."""
-
-    continuous = "continuous"  # iteration-level: verify every step, early exit, refill freed slots at once
-    request = "request"  # request-level dynamic batching: whole batches run all max_steps, verify at end
-    serial = "serial"  # one request at a time, all max_steps, verify at end (a research script)
 
 
 class Settings(BaseSettings):
@@ -88,6 +84,24 @@ class Settings(BaseSettings):
         None, description="redis:// URL of the Redis job queue; unset: embedded"
     )
     warmup: bool = Field(True, description="run one supervision step per model before /readyz says ready")
+
+    # -- Redis mode (GRAM_QUEUE_URL set): the API's queue and `gram worker` ---------------------------
+    redis_timeout_s: float = Field(2.0, gt=0, description="connect and command timeout")
+    result_ttl_s: float = Field(300.0, gt=0, description="how long an unread result is kept")
+    deadline_grace_s: float = Field(
+        5.0, ge=0, description="the API waits this long past a job's deadline for its partial result"
+    )
+    outage_grace_s: float = Field(
+        5.0, ge=0, description="a waiting request rides out a Redis outage this long before 503"
+    )
+    claim_idle_s: float = Field(
+        15.0, gt=0, description="a running job not refreshed by its worker for this long is re-claimed"
+    )
+    max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
+    dead_letter_maxlen: int = Field(10_000, ge=1, description="dead-letter entries kept per model")
+    cache_ttl_s: float = Field(3600.0, ge=0, description="result cache for seeded requests; 0 disables it")
+    worker_max_jobs: int = Field(8, ge=1, description="jobs one worker holds per model (running + queued)")
+    worker_block_s: float = Field(1.0, gt=0, description="how long one XREADGROUP blocks")
 
     def model_names(self) -> list[str]:
         return [name.strip() for name in self.models.split(",") if name.strip()]

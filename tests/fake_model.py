@@ -105,6 +105,7 @@ class FakeModel:
 class ToyTask:
     name = "toy"
     spec = TaskSpec(seq_len=4, in_group=1, in_vocab=16, out_group=1, out_vocab=16)
+    unconditional = False  # a puzzle; SamplingToyTask below samples the same toy
 
     def parse(self, body: dict[str, Any]) -> Instance:
         values = []
@@ -147,3 +148,9 @@ def expected_toy_outcome(seed: int, traj: int, k: int, spread: int) -> tuple[int
     """(solution id, step it is reached at) of one toy trajectory, computed independently of any engine."""
     s, t = torch.tensor([seed]), torch.tensor([traj])
     return int(1 + _mix(s, t, 1) % k), int(1 + _mix(s, t, 2) % spread)
+
+
+class SamplingToyTask(ToyTask):
+    """The toy served as an unconditional task (like MNIST): every trajectory's output is an answer."""
+
+    unconditional = True

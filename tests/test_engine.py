@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from service.engine import Engine, QueueFull
-from service.jobs import Job, JobKind, Outcome, Result
+from service.jobs import Job, Outcome, Result
 from service.settings import BatchingMode, Settings
-from tests.fake_model import FakeModel, ToyTask, expected_toy_outcome
+from tests.fake_model import FakeModel, SamplingToyTask, ToyTask, expected_toy_outcome
 
 TASK = ToyTask()
 
@@ -29,12 +29,12 @@ def make_engine() -> Iterator:
     engines: list[Engine] = []
 
     def make(slots: int = 8, mode: BatchingMode = BatchingMode.continuous, model: FakeModel | None = None,
-             **settings: object) -> Engine:
+             task: ToyTask = TASK, **settings: object) -> Engine:
         # The toy decodes the same all-PAD candidate until it solves, so stall exit would retire its slow
         # trajectories: off unless a test turns it on.
         settings.setdefault("stall_patience", 0)
         s = Settings(slots=slots, batching=mode, request_batch_wait_ms=5, **settings)  # type: ignore[arg-type]
-        engine = Engine("toy", model or FakeModel(n_sup=8), TASK, s)
+        engine = Engine("toy", model or FakeModel(n_sup=8), task, s)
         engine.warmup()
         engine.start()
         engines.append(engine)
@@ -239,8 +239,8 @@ def test_engine_runs_a_tiny_real_gram() -> None:
 
 
 def test_sample_jobs_return_one_output_per_trajectory(make_engine) -> None:
-    engine = make_engine(slots=4)
-    job = toy_job(seed=1, width=5, k=2, spread=2, kind=JobKind.sample, max_steps=3)
+    engine = make_engine(slots=4, task=SamplingToyTask())  # sampling is the task's property
+    job = toy_job(seed=1, width=5, k=2, spread=2, max_steps=3)
     result = engine.submit(job).result(timeout=5)
     assert len(result.solutions) == 5 and all(s.count == 1 and s.first_step == 3 for s in result.solutions)
 
@@ -279,14 +279,14 @@ def test_each_job_steps_at_its_temperature(make_engine) -> None:
     """A job's temperature (else the engine's default) reaches the prior of every slot it holds."""
     engine = make_engine(slots=8, temperature=2.0)
     seen: dict[int, set[float]] = {}  # seed -> temperatures its rows stepped at
-    step = engine._run_step
+    step = engine.runner.run_step
 
     def spy(h, l, e_x, noise):  # type: ignore[no-untyped-def]
         for seed, temperature in zip(noise.seed.tolist(), noise.temperature.tolist(), strict=True):
             seen.setdefault(seed, set()).add(round(temperature, 6))
         return step(h, l, e_x, noise)
 
-    engine._run_step = spy
+    engine.runner.run_step = spy
     hot = engine.submit(toy_job(seed=101, width=3, temperature=0.5))
     default = engine.submit(toy_job(seed=102, width=3))
     hot.result(timeout=10), default.result(timeout=10)

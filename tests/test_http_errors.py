@@ -44,7 +44,10 @@ def _slow(model: Any, delay_s: float) -> Any:
 @pytest.fixture(scope="module")
 def app() -> Iterator[Any]:
     settings = Settings(slots=8, max_trajectories=64, max_steps_cap=16, max_body_bytes=4096, max_queue=64)
-    runtime = Runtime.from_models(settings, {t: (tiny_model(t), get_task(t)) for t in TASKS})
+    # module-scoped, so set up before the autouse _plain_step: its own fp32, not a timed and compiled path
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRAM_CPU_PATH", "fp32")
+        runtime = Runtime.from_models(settings, {t: (tiny_model(t), get_task(t)) for t in TASKS})
     yield create_app(settings, runtime=runtime)
     runtime.stop()
 

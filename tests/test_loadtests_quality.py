@@ -197,8 +197,8 @@ def replay_through(sched: Any, tr: Trace) -> Any:
             outs.append(RowOutcome(valid=sid != V, halted=bool(tr.halted[r.traj, r.step]),
                                    unchanged=bool(tr.unchanged[r.traj, r.step]),
                                    key=str(sid).encode() if sid != V else None, payload=sid))
-        sched.update(plan, outs, 0.0)
-    (done,) = sched.pop_finished()
+        finished = sched.update(plan, outs, 0.0)
+    (done,) = finished.jobs
     return done
 
 

@@ -38,7 +38,9 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _service(mode: str, weights_dir: Path) -> ServiceProcess:
     # Small engine and short queue: the smoke load must fit, not stress.
-    env = {"GRAM_MODELS": "nqueens", "GRAM_SLOTS": "16", "GRAM_TORCH_THREADS": "1"}
+    # fp32 eager: GRAM_CPU_PATH=auto would time and compile the model at every start (past the 120 s
+    # below on a busy machine); the CPU path choice has its own tests (test_kernels_step.py)
+    env = {"GRAM_MODELS": "nqueens", "GRAM_SLOTS": "16", "GRAM_TORCH_THREADS": "1", "GRAM_CPU_PATH": "fp32"}
     return ServiceProcess(mode, weights_dir=weights_dir, env=env, ready_timeout_s=120.0)
 
 

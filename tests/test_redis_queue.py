@@ -13,21 +13,15 @@ from typing import Any
 import pytest
 import redis
 
-from service.cache import cache_key
-from service.engine import QueueFull
+from service.errors import QueueFull, QueueUnavailable
 from service.jobs import Job, Outcome
-from service.redis_queue import (
-    COMPLETE_LUA,
-    GROUP,
-    QueueUnavailable,
-    RedisJobQueue,
-    RedisSettings,
-    result_key,
-    stream_key,
-)
+from service.redis.cache import cache_key
+from service.redis.keys import GROUP, result_key, stream_key
+from service.redis.queue import RedisJobQueue
+from service.redis.scripts import COMPLETE_LUA
+from service.redis.worker import Worker
 from service.runtime import Runtime
 from service.settings import Settings
-from service.worker import Worker
 from tests.fake_model import FakeModel, ToyTask, expected_toy_outcome
 from tests.test_redis_harness import Server, start_redis
 
@@ -61,11 +55,11 @@ def make_worker(url: str, model: FakeModel | None = None, **rs: Any) -> Worker:
     settings = Settings(slots=4, queue_url=url)
     runtime = Runtime.from_models(settings, {"toy": (model or FakeModel(n_sup=8), TASK)})
     knobs = {"claim_idle_s": 0.3, "max_deliveries": 2, "worker_block_s": 0.1, **rs}
-    return Worker(runtime, RedisSettings(queue_url=url, **knobs))
+    return Worker(runtime, Settings(slots=4, queue_url=url, **knobs))
 
 
 def make_queue(url: str, **settings: Any) -> RedisJobQueue:
-    return RedisJobQueue(Settings(queue_url=url, **settings), RedisSettings(queue_url=url, cache_ttl_s=60))
+    return RedisJobQueue(Settings(queue_url=url, cache_ttl_s=60, **settings))
 
 
 def register_ghost(url: str) -> None:
@@ -289,6 +283,9 @@ def test_gram_worker_without_a_queue_url_says_what_is_missing(monkeypatch: pytes
 
 
 def test_jobs_are_routed_by_task_or_to_the_named_model(url: str) -> None:
+    """The intake routes among the queue's models(); the queue checks the model is still served."""
+    from service.intake import route
+
     client = redis.Redis.from_url(url)
     models = {"toy-a": {"task": "toy"}, "toy-b": {"task": "toy"}, "other": {"task": "sudoku"}}
     client.set("gram:worker:ghost", json.dumps({"models": models}))
@@ -305,7 +302,8 @@ def test_jobs_are_routed_by_task_or_to_the_named_model(url: str) -> None:
         return stream
 
     async def scenario() -> list[str]:
-        landed = [await lands_on(toy_job(seed=1)), await lands_on(naming("toy-b"))]  # by task; named
+        by_task = naming(route(await queue.models(), "toy"))
+        landed = [await lands_on(by_task), await lands_on(naming("toy-b"))]  # by task; named
         for wrong in ("other", "typo"):  # serves another task; served by nobody
             with pytest.raises(ValueError, match="toy-a"):
                 await queue.submit(naming(wrong))
@@ -321,7 +319,7 @@ def test_the_cache_key_changes_with_the_serving_workers_answer_settings(url: str
 
     async def version_served_by(settings: Settings) -> str:
         runtime = Runtime.from_models(settings, {"toy": (FakeModel(n_sup=8), TASK)})
-        worker = Worker(runtime, RedisSettings(queue_url=url))
+        worker = Worker(runtime, settings)
         await worker._register()
         queue = make_queue(url)
         _, version = await queue._route(toy_job(seed=1))

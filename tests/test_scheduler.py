@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from service.jobs import Job, JobKind, Outcome
-from service.scheduler import FinishedJob, RowOutcome, Scheduler, StepPlan
+from service.jobs import Job, Outcome
+from service.scheduler import Finished, FinishedJob, RowOutcome, StepPlan
+from service.scheduler import Scheduler as _Scheduler
 from service.settings import BatchingMode
+
+
+class Scheduler(_Scheduler):
+    """The scheduler, keeping what its calls hand back (finished jobs, retired trajectories) until a test
+    reads it with pop_finished / pop_retired_counts; abort says whether it ended a job."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen = Finished()
+
+    def schedule(self, now: float) -> StepPlan:
+        plan = super().schedule(now)
+        self.seen += plan.finished
+        return plan
+
+    def update(self, plan: StepPlan, outcomes: list[RowOutcome], now: float) -> Finished:
+        finished = super().update(plan, outcomes, now)
+        self.seen += finished
+        return finished
+
+    def abort(self, job_id: str, now: float) -> bool:  # type: ignore[override]
+        finished = super().abort(job_id, now)
+        self.seen += finished
+        return bool(finished.jobs)
+
+    def pop_finished(self) -> list[FinishedJob]:
+        jobs, self.seen.jobs = self.seen.jobs, []
+        return jobs
+
+    def pop_retired_counts(self) -> Counter[str]:
+        counts, self.seen.retired = self.seen.retired, Counter()
+        return counts
 
 # outcome(job_id, traj, steps_done_before_this_step) -> RowOutcome
 OutcomeFn = Callable[[str, int, int], RowOutcome]
@@ -305,8 +340,8 @@ def test_abort_frees_the_slots_and_finishes_the_job() -> None:
 
 
 def test_sample_jobs_return_every_trajectory_and_are_not_verified() -> None:
-    s = Scheduler(slots=4)
-    s.add(job("a", width=3, max_steps=2, kind=JobKind.sample), 0.0)
+    s = Scheduler(slots=4, sampling=True)  # an unconditional task's scheduler (MNIST)
+    s.add(job("a", width=3, max_steps=2), 0.0)
     plan = s.schedule(0.0)
     assert not any(r.verify for r in plan.rows)
     s.update(plan, [RowOutcome(payload="p0"), RowOutcome(halted=True, payload="p1"), RowOutcome()], 0.0)

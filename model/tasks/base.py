@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from pydantic import BaseModel
 
 PAD = 0
 
@@ -62,6 +63,13 @@ class Instance:
 class Task(Protocol):
     name: str
     spec: TaskSpec
+    # A task with no input and no verifier (MNIST): the service samples it (POST /sample) instead of
+    # solving it: no candidate is verified, every trajectory runs to its end and its output is an answer.
+    unconditional: bool
+    # The task's own /solve fields (a pydantic model with ``task: Literal[name]``; None for an unconditional
+    # task) and OpenAPI examples of whole /solve bodies: service/schemas.py builds the /solve union from them.
+    request_model: type[BaseModel] | None
+    openapi_examples: dict[str, dict[str, Any]]
 
     def parse(self, body: dict[str, Any]) -> Instance:
         """Validate a request body (task-specific fields) into an Instance; raise TaskInputError."""

@@ -22,9 +22,10 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
 from model.tasks.datasets import GeneratedPairs
@@ -147,9 +148,37 @@ def _legal_node_pairs(device: torch.device) -> torch.Tensor:
     return table.to(device)
 
 
+_EXAMPLE = {
+    "task": "graph_coloring", "num_nodes": 5, "num_colors": 3,
+    "edges": [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]], "fixed": {"0": 0}, "seed": 0,
+}
+
+
+class GraphColoringRequest(BaseModel):
+    """The /solve fields of a graph-colouring request (the service adds the common ones)."""
+
+    task: Literal["graph_coloring"]
+    num_nodes: StrictInt = Field(description="nodes 0..num_nodes-1, at most 16")
+    edges: list[tuple[StrictInt, StrictInt]] = Field(description="undirected edges [u, v]")
+    num_colors: StrictInt = Field(description="colours 0..num_colors-1, 2..4")
+    fixed: dict[str, StrictInt] | None = Field(None, description="node -> colour it must have")
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
+
+
+# OpenAPI examples of POST /solve bodies
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "graph_coloring": {
+        "summary": "Graph colouring of a 5-cycle with 3 colours, node 0 fixed to colour 0",
+        "value": _EXAMPLE,
+    },
+}
+
+
 class GraphColoringTask(GeneratedPairs):
     name = "graph_coloring"
     spec = SPEC
+    request_model = GraphColoringRequest
+    openapi_examples = EXAMPLES
 
     # ---- codec -------------------------------------------------------------------------------------
     def parse(self, body: dict[str, Any]) -> Instance:

@@ -26,6 +26,8 @@ class GeneratedPairs:
     """What a family gets for free from its ``generate``: a fixed data set and the trainer's pair sampler.
     Families whose generator is slow (Sudoku) override ``sample_training_pair`` with a pool."""
 
+    unconditional = False  # a puzzle family: solved and verified (MNIST overrides: sampled)
+
     def generate(self, rng: random.Random, **knobs: Any) -> Any:  # provided by the family
         raise NotImplementedError
 

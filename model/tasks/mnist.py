@@ -151,6 +151,9 @@ def _train_bits(root: str | None) -> torch.Tensor:
 class MnistTask(GeneratedPairs):
     name = "mnist"
     spec = SPEC
+    unconditional = True  # sampled, not solved: no input, any image is an answer (POST /sample)
+    request_model = None  # no /solve body: POST /sample's body is the service's own (service/schemas.py)
+    openapi_examples: dict[str, dict[str, Any]] = {}
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = None if root is None else str(root)

@@ -5,7 +5,7 @@ token ``2 + column``; rows past the board are PAD (0), so one model serves every
 number of non-PAD rows of ``x``. Input: ``OPEN`` (1) for a row whose queen the model must place, ``2 + c``
 for a pre-placed queen in column c. Output: ``2 + c`` in every board row.
 
-Why rows and not the paper's 144 cells (GRAM.md, token table): "one queen per row" then holds by
+Why rows and not the paper's 144 cells (docs/GRAM.md, token table): "one queen per row" then holds by
 construction and a board is 12 tokens instead of 144, so a CPU training budget buys about ten times as
 many examples; the model still has to learn columns and diagonals. The API (``n``, ``queens``, ``board``)
 does not depend on the layout.
@@ -20,9 +20,10 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
 from model.tasks.datasets import GeneratedPairs
@@ -114,9 +115,35 @@ def _at_most_one_per_line(line: torch.Tensor, on_board: torch.Tensor, lines: int
     return (onehot.sum(1) <= 1).all(-1)
 
 
+class NQueensRequest(BaseModel):
+    """The /solve fields of an N-Queens request (the service adds the common ones: width, seed, ...)."""
+
+    task: Literal["nqueens"]
+    n: StrictInt = Field(description="board size, 4..12")
+    queens: list[tuple[StrictInt, StrictInt]] = Field(
+        default_factory=list, description="queens already placed, [row, col] 0-based"
+    )
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"task": "nqueens", "n": 8, "queens": [[0, 0]], "max_solutions": 4, "seed": 0}]
+        }
+    )
+
+
+# OpenAPI examples of POST /solve bodies
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "nqueens": {
+        "summary": "N-Queens, one queen placed",
+        "value": {"task": "nqueens", "n": 8, "queens": [[0, 0]], "max_solutions": 4, "seed": 0},
+    },
+}
+
+
 class NQueensTask(GeneratedPairs):
     name = "nqueens"
     spec = SPEC
+    request_model = NQueensRequest
+    openapi_examples = EXAMPLES
 
     # ---- codec -------------------------------------------------------------------------------------
     def parse(self, body: dict[str, Any]) -> Instance:

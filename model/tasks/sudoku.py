@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import functools
 import random
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
 from model.tasks.datasets import GeneratedPairs, Pairs, generate_dataset
@@ -126,9 +127,39 @@ def _digit_bits(device: torch.device) -> torch.Tensor:
     return torch.tensor(table, dtype=torch.int32, device=device)
 
 
+EXAMPLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+
+
+class SudokuRequest(BaseModel):
+    """The /solve fields of a Sudoku request (the service adds the common ones: width, seed, ...)."""
+
+    task: Literal["sudoku"]
+    puzzle: StrictStr | list[list[StrictInt]] = Field(
+        description="81 characters ('.' or '0' blank) or a 9x9 array of ints (0 blank)"
+    )
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"task": "sudoku", "puzzle": EXAMPLE, "seed": 0}]}
+    )
+
+
+# OpenAPI examples of POST /solve bodies
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "sudoku": {
+        "summary": "Sudoku (81-char string, '.' blank)",
+        "value": {"task": "sudoku", "puzzle": EXAMPLE, "num_trajectories": 8, "seed": 0},
+    },
+    "sudoku_grid": {
+        "summary": "Sudoku (9x9 array, 0 blank)",
+        "value": {"task": "sudoku", "puzzle": [[0] * 9 for _ in range(9)], "max_solutions": 3, "seed": 1},
+    },
+}
+
+
 class SudokuTask(GeneratedPairs):
     name = "sudoku"
     spec = SPEC
+    request_model = SudokuRequest
+    openapi_examples = EXAMPLES
 
     # ---- codec -------------------------------------------------------------------------------------
     def parse(self, body: dict[str, Any]) -> Instance:

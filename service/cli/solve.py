@@ -54,20 +54,20 @@ def _post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_local(settings: Settings, task: str, job_of: Any) -> tuple[Job, Result]:
-    """Load the first checkpoint serving ``task``, run one job on an engine, stop."""
+    """Route the job among the checkpoints serving ``task`` (as the API does), run it on an engine, stop."""
     from model.checkpoint import load_checkpoint, read_config
     from model.tasks.registry import get_task
     from service.engine import Engine
+    from service.queues import ModelInfo
     from service.runtime import find_checkpoints
 
-    paths = [(n, p) for n, p in find_checkpoints(settings).items() if read_config(p)[0].task == task]
+    paths = {n: p for n, p in find_checkpoints(settings).items() if read_config(p)[0].task == task}
     if not paths:
         _fail(f"no checkpoint for task {task!r} in {settings.weights_dir}")
-    name, path = paths[0]
-    engine = Engine(name, load_checkpoint(path, settings.device), get_task(task), settings)
+    job = job_of([ModelInfo(name=name, task=task) for name in paths])
+    engine = Engine(job.model, load_checkpoint(paths[job.model], settings.device), get_task(task), settings)
     engine.start()
     try:
-        job = job_of(name)
         return job, engine.submit(job).result()
     finally:
         engine.stop()

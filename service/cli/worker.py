@@ -27,23 +27,17 @@ def worker(
     log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
 ) -> None:
     """Load the models and serve jobs from the Redis Streams queue (options override GRAM_* variables)."""
-    from service.redis_queue import RedisSettings
+    from service.redis.process import run_worker
     from service.settings import Settings
-    from service.worker import run_worker
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {
         "queue_url": queue_url, "models": models, "weights_dir": weights_dir, "batching": batching,
-        "slots": slots, "device": device,
+        "slots": slots, "device": device, "worker_max_jobs": max_jobs,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     if not settings.queue_url:
         typer.echo("gram worker needs a Redis URL: set GRAM_QUEUE_URL or pass --queue-url", err=True)
         raise typer.Exit(2)
-    extra = {"queue_url": settings.queue_url}
-    if max_jobs is not None:
-        extra["worker_max_jobs"] = max_jobs
-    redis_settings = RedisSettings(**extra)
-    code = run_worker(settings, redis_settings, metrics_host=metrics_host, metrics_port=metrics_port,
-                      grace_s=grace_s)
+    code = run_worker(settings, metrics_host=metrics_host, metrics_port=metrics_port, grace_s=grace_s)
     raise typer.Exit(code)

@@ -1,7 +1,7 @@
 """The Redis Streams job queue: API replicas enqueue, ``gram worker`` processes run the engines.
 
 Selected by ``GRAM_QUEUE_URL=redis://host:port/db``. The API side lives here (``RedisJobQueue``); the
-worker side is service/worker.py. Both share the key layout and the Lua scripts below.
+worker side is service/redis/worker.py. Both share the key layout (keys.py) and the Lua scripts (scripts.py).
 
 Data path for one job (model ``m``, job id ``j``):
 - API: ``XADD gram:jobs:{m}`` (atomically refused with QueueFull when the stream already holds
@@ -28,154 +28,24 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
-import redis.asyncio as aioredis
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from service import metrics
-from service.cache import ResultCache
-from service.engine import QueueFull
+from service.errors import QueueFull, QueueUnavailable
 from service.jobs import Job, Outcome, Result
-from service.queues import NoModel
+from service.queues import ModelInfo, QueueStatus
+from service.redis.cache import ResultCache
+from service.redis.keys import GROUP, WORKER_KEY_PATTERN, abort_key, connect, result_key, stream_key
+from service.redis.scripts import CANCEL_LUA, SUBMIT_LUA
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GROUP = "gram-engines"
-WORKER_KEY_PATTERN = "gram:worker:*"
 # Each BLPOP blocks at most this long, so a waiting request notices an outage or a cancellation promptly;
 # a result still arrives the moment it is pushed.
 BLOCK_CHUNK_S = 2.0
-
-
-def stream_key(model: str) -> str:
-    return f"gram:jobs:{model}"
-
-
-def dead_letter_key(model: str) -> str:
-    return f"gram:dead:{model}"
-
-
-def result_key(job_id: str) -> str:
-    return f"gram:result:{job_id}"
-
-
-def abort_key(job_id: str) -> str:
-    return f"gram:abort:{job_id}"
-
-
-def worker_key(consumer: str) -> str:
-    return f"gram:worker:{consumer}"
-
-
-class RedisSettings(BaseSettings):
-    """The Redis-mode knobs (env ``GRAM_*``, like service.settings.Settings)."""
-
-    model_config = SettingsConfigDict(env_prefix="GRAM_", extra="ignore")
-
-    queue_url: str = Field("redis://127.0.0.1:6379/0", description="the Redis holding streams and results")
-    redis_timeout_s: float = Field(2.0, gt=0, description="connect and command timeout")
-    result_ttl_s: float = Field(300.0, gt=0, description="how long an unread result is kept")
-    deadline_grace_s: float = Field(
-        5.0, ge=0, description="the API waits this long past a job's deadline for its partial result"
-    )
-    outage_grace_s: float = Field(
-        5.0, ge=0, description="a waiting request rides out a Redis outage this long before 503"
-    )
-    claim_idle_s: float = Field(
-        15.0, gt=0, description="a running job not refreshed by its worker for this long is re-claimed"
-    )
-    max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
-    dead_letter_maxlen: int = Field(10_000, ge=1, description="dead-letter entries kept per model")
-    cache_ttl_s: float = Field(3600.0, ge=0, description="result cache for seeded requests; 0 disables it")
-    worker_max_jobs: int = Field(8, ge=1, description="jobs one worker holds per model (running + queued)")
-    worker_block_s: float = Field(1.0, gt=0, description="how long one XREADGROUP blocks")
-
-
-class QueueUnavailable(NoModel):
-    """Redis cannot be reached, or no live worker serves the job's task: the API answers 503 with this
-    message (a NoModel, so the app's 503 path handles it)."""
-
-
-def connect(url: str, timeout_s: float, *, block_s: float = 0.0) -> aioredis.Redis:
-    """An asyncio client that fails fast: short timeouts and one quick retry, so an outage is a prompt
-    error instead of a hang. ``block_s`` extends the read timeout for clients that run blocking reads."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s + block_s,
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
-        health_check_interval=0,
-        decode_responses=False,
-    )
-
-
-# -- Lua scripts (atomic on the server) -------------------------------------------------------------------
-
-# KEYS: stream. ARGV: bound, job json. -> entry id, or nil when the stream already holds `bound` jobs.
-SUBMIT_LUA = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
-"""
-
-# KEYS: stream, result key. ARGV: group, entry id, consumer, result json, ttl ms.
-# -> 1 written; 0 when the entry is no longer this consumer's (re-claimed or already answered).
-COMPLETE_LUA = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: stream. ARGV: group, consumer, entry ids... -> the ids this consumer no longer owns.
-# Resets the idle time of the entries it still owns (XCLAIM JUSTID does not count a delivery).
-REFRESH_LUA = """
-local lost = {}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 0 or p[1][2] ~= ARGV[2] then
-    table.insert(lost, ARGV[i])
-  else
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-  end
-end
-return lost
-"""
-
-# KEYS: stream, dead-letter stream, result key. ARGV: group, entry id, consumer, job json, deliveries,
-# error result json, ttl ms, dead-letter maxlen. -> 1 moved; 0 when no longer this consumer's.
-DEAD_LETTER_LUA = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'job', ARGV[4], 'deliveries', ARGV[5],
-           'entry', ARGV[2])
-redis.call('RPUSH', KEYS[3], ARGV[6])
-redis.call('PEXPIRE', KEYS[3], ARGV[7])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: stream, abort key. ARGV: group, entry id, ttl ms.
-# A job nobody has read yet is removed (1); one being run gets an abort flag its worker checks (0).
-# No group yet (no worker ever started) means nobody has read it.
-CANCEL_LUA = """
-local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if type(p) ~= 'table' or p.err or #p == 0 then
-  return redis.call('XDEL', KEYS[1], ARGV[2])
-end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
-return 0
-"""
 
 
 class RedisJobQueue:
@@ -188,22 +58,22 @@ class RedisJobQueue:
 
     MONITOR_EVERY_S = 0.5
 
-    def __init__(self, settings: Settings | None = None, redis_settings: RedisSettings | None = None) -> None:
-        self.settings = settings or Settings()
-        self.rs = redis_settings or RedisSettings()
-        if self.settings.queue_url:
-            self.rs = self.rs.model_copy(update={"queue_url": self.settings.queue_url})
-        self.redis = connect(self.rs.queue_url, self.rs.redis_timeout_s)
+    def __init__(self, settings: Settings) -> None:
+        if not settings.queue_url:
+            raise ValueError("RedisJobQueue needs settings.queue_url (GRAM_QUEUE_URL)")
+        self.settings = settings
+        self.url = settings.queue_url
+        self.redis = connect(self.url, self.settings.redis_timeout_s)
         # BLPOP holds its connection while it blocks: its own pool, with a read timeout past the block.
-        self.blocking = connect(self.rs.queue_url, self.rs.redis_timeout_s, block_s=BLOCK_CHUNK_S)
-        self.cache = ResultCache(self.redis, self.rs.cache_ttl_s)
+        self.blocking = connect(self.url, self.settings.redis_timeout_s, block_s=BLOCK_CHUNK_S)
+        self.cache = ResultCache(self.redis, self.settings.cache_ttl_s)
         self._submit = self.redis.register_script(SUBMIT_LUA)
         self._cancel = self.redis.register_script(CANCEL_LUA)
         self._workers: list[dict[str, Any]] = []
         self._workers_at = -1e9
         self._ready = False
         self.not_ready: str | None = "checking Redis and the workers"
-        self.models: list[str] = []  # served by the live workers, as of the monitor's last look
+        self.served: list[str] = []  # models of the live workers, as of the monitor's last look
         self._monitor: asyncio.Task[None] | None = None
 
     # -- the JobQueue protocol -----------------------------------------------------------------------------
@@ -238,10 +108,28 @@ class RedisJobQueue:
             await self._remember(job, result, version)
         return result
 
+    def start(self) -> None:
+        self._start_monitor()
+
     def ready(self) -> bool:
         """Redis answers and at least one worker is alive (as of the monitor's last look, <= 0.5 s ago)."""
         self._start_monitor()
         return self._ready
+
+    def status(self) -> QueueStatus:
+        if self.ready():
+            return QueueStatus(ready=True, models=list(self.served))
+        return QueueStatus(ready=False, detail=self.not_ready)
+
+    async def models(self) -> list[ModelInfo]:
+        """Each served model as its worker registered it (GET /models; the intake's routing)."""
+        fields = ("task", "slots", "batching", "n_sup", "temperature", "parameters", "config", "card")
+        infos = []
+        for name, info in sorted((await self.served_models()).items()):
+            stall = info.get("answer_settings", {}).get("stall_patience")
+            infos.append(ModelInfo(name=name, ready=True, stall_patience=stall,
+                                   **{k: info[k] for k in fields if k in info}))
+        return infos
 
     async def close(self) -> None:
         if self._monitor is not None:
@@ -251,14 +139,12 @@ class RedisJobQueue:
 
     # -- internals ------------------------------------------------------------------------------------------
     async def _route(self, job: Job) -> tuple[Job, str | None]:
-        """The job addressed to a served model, and that model's version (for the cache key).
+        """Check that a live worker serves the job's model (the intake chose it from ``models()``; a worker
+        may have gone since), and return that model's version (for the cache key).
 
         The version is None when the live workers serving the model disagree on it (a rolling update, or
         replicas started with different settings): any of them may answer, so no one key names the
-        answer, and the job bypasses the result cache.
-
-        The API holds no engines in Redis mode, so a job names either the model the client asked for or,
-        by default, its task (then the first model serving the task, by name, takes it)."""
+        answer, and the job bypasses the result cache."""
         served = await self.served_models()
         by_task = sorted(name for name, info in served.items() if info.get("task") == job.task)
         if job.model in served:
@@ -267,11 +153,9 @@ class RedisJobQueue:
                                  f"{by_task}")
         elif not by_task:
             raise QueueUnavailable(f"no gram worker is serving task {job.task!r} yet; retry shortly")
-        elif job.model != job.task:  # a model the client named, that no live worker serves
+        else:
             raise ValueError(f"model {job.model!r} is not served now; models serving task {job.task!r}: "
                              f"{by_task}")
-        else:
-            job = replace(job, model=by_task[0])
         return job, await self._served_version(job.model)
 
     async def _remember(self, job: Job, result: Result, version: str) -> None:
@@ -291,9 +175,9 @@ class RedisJobQueue:
 
     async def _wait(self, job: Job) -> Result:
         if job.deadline is not None:
-            give_up = job.deadline + self.rs.deadline_grace_s
+            give_up = job.deadline + self.settings.deadline_grace_s
         else:
-            give_up = time.time() + self.settings.max_timeout_ms / 1000.0 + self.rs.deadline_grace_s
+            give_up = time.time() + self.settings.max_timeout_ms / 1000.0 + self.settings.deadline_grace_s
         outage_since: float | None = None
         me = asyncio.current_task()
         while True:
@@ -308,7 +192,7 @@ class RedisJobQueue:
             except RedisError as err:
                 now = time.monotonic()
                 outage_since = outage_since or now
-                if now - outage_since >= self.rs.outage_grace_s:
+                if now - outage_since >= self.settings.outage_grace_s:
                     raise QueueUnavailable(
                         f"lost the job queue (Redis) while waiting for job {job.id}: {err}"
                     ) from err
@@ -325,7 +209,7 @@ class RedisJobQueue:
     async def _withdraw(self, job: Job, entry: bytes) -> None:
         try:
             await self._cancel(keys=[stream_key(job.model), abort_key(job.id)],
-                               args=[GROUP, entry, int(self.rs.result_ttl_s * 1000)])
+                               args=[GROUP, entry, int(self.settings.result_ttl_s * 1000)])
         except RedisError as err:
             log.warning("could not withdraw job %s: %s", job.id, err)
 
@@ -339,7 +223,7 @@ class RedisJobQueue:
 
     def _down(self, err: Exception) -> None:
         self._ready = False
-        self.not_ready = f"Redis at {self.rs.queue_url} is unreachable: {type(err).__name__}: {err}"
+        self.not_ready = f"Redis at {self.url} is unreachable: {type(err).__name__}: {err}"
 
     def _start_monitor(self) -> None:
         if self._monitor is None or self._monitor.done():
@@ -353,7 +237,7 @@ class RedisJobQueue:
             try:
                 await self.redis.ping()
                 workers = await self.live_workers(max_age_s=0.0)
-                self.models = sorted({m for w in workers for m in w.get("models", {})})
+                self.served = sorted({m for w in workers for m in w.get("models", {})})
                 self._ready = bool(workers)
                 self.not_ready = None if workers else "Redis is up but no gram worker is alive"
             except RedisError as err:
@@ -376,12 +260,6 @@ class RedisJobQueue:
         workers = await self._guard(self.live_workers())
         return {name: info for w in workers for name, info in w.get("models", {}).items()}
 
-    async def model_cards(self) -> list[dict[str, Any]]:
-        """/models in Redis mode: each served model as its worker registered it (fields of ModelCard)."""
-        fields = ("task", "slots", "batching", "n_sup", "temperature", "parameters", "config", "card")
-        return [{"name": name, "ready": True, **{k: info[k] for k in fields if k in info}}
-                for name, info in sorted((await self.served_models()).items())]
-
     async def depth(self, model: str) -> int:
         """Jobs waiting or running for ``model`` (workers delete finished entries)."""
         return int(await self._guard(self.redis.xlen(stream_key(model))))
@@ -392,10 +270,3 @@ def _cache_version(info: dict[str, Any]) -> str:
     answer-affecting settings (a job's max_steps / stall_patience left unset take that worker's defaults)."""
     settings = json.dumps(info.get("answer_settings", {}), sort_keys=True, separators=(",", ":"))
     return f"{info.get('version', '')}|{settings}"
-
-
-def create_queue(settings: Settings) -> RedisJobQueue | None:
-    """The app factory's hook: a RedisJobQueue when ``settings.queue_url`` is set, else None (embedded)."""
-    if not settings.queue_url:
-        return None
-    return RedisJobQueue(settings)

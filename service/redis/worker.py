@@ -1,4 +1,4 @@
-"""``gram worker``: load the models, run their engines, and serve jobs from the Redis Streams queue.
+"""The worker side of Redis mode: serve the engines of a Runtime from the Redis Streams queue.
 
 One worker process per GPU (or per few CPU cores). For every model it serves, the worker reads its stream
 in the consumer group (reads sized by the free capacity of the worker, ``worker_max_jobs`` jobs per model),
@@ -13,8 +13,8 @@ Background loops, all on one asyncio event loop (the engines run in their own th
   long a job runs; aborts jobs whose client went away (``gram:abort:{job}``) or that another worker took.
 - janitor: XAUTOCLAIM entries idle for ``claim_idle_s`` (their worker died) into free capacity; an entry
   delivered more than ``max_deliveries`` times goes to the dead-letter stream with an error for its client.
-On SIGTERM the worker stops reading, finishes what it is running for a grace period, and hands back the
-rest (marked idle, so the next janitor anywhere re-claims them at once).
+On stop() (SIGTERM, see process.py) the worker stops reading, finishes what it is running for a grace
+period, and hands back the rest (marked idle, so the next janitor anywhere re-claims them at once).
 
 Redis outages: every loop logs, backs off and retries; finished results are kept and written when Redis
 is back (their jobs stay pending meanwhile, so nothing is lost or answered twice).
@@ -23,33 +23,22 @@ is back (their jobs stay pending meanwhile, so nothing is lost or answered twice
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
 from redis.exceptions import RedisError, ResponseError
 
 from service import metrics
 from service.engine import Engine
 from service.jobs import Job, Outcome, Result
-from service.redis_queue import (
-    COMPLETE_LUA,
-    DEAD_LETTER_LUA,
+from service.redis.keys import (
     GROUP,
-    REFRESH_LUA,
-    RedisSettings,
     abort_key,
     connect,
     dead_letter_key,
@@ -57,7 +46,8 @@ from service.redis_queue import (
     stream_key,
     worker_key,
 )
-from service.runtime import Runtime, find_checkpoints
+from service.redis.scripts import COMPLETE_LUA, DEAD_LETTER_LUA, REFRESH_LUA
+from service.runtime import Runtime
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,17 +66,21 @@ class Worker:
     def __init__(
         self,
         runtime: Runtime,
-        redis_settings: RedisSettings | None = None,
+        settings: Settings | None = None,
         *,
         consumer: str | None = None,
         versions: dict[str, str] | None = None,
     ) -> None:
         self.runtime = runtime
-        self.rs = redis_settings or RedisSettings()
+        # the Redis knobs; by default the runtime's own settings (what `gram worker` read from GRAM_*)
+        self.settings = settings or runtime.settings
+        if not self.settings.queue_url:
+            raise ValueError("a Worker needs settings.queue_url (GRAM_QUEUE_URL)")
+        self.url: str = self.settings.queue_url
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.versions = versions or {}
-        self.redis = connect(self.rs.queue_url, self.rs.redis_timeout_s)
-        self.blocking = connect(self.rs.queue_url, self.rs.redis_timeout_s, block_s=self.rs.worker_block_s)
+        self.redis = connect(self.url, self.settings.redis_timeout_s)
+        self.blocking = connect(self.url, self.settings.redis_timeout_s, block_s=self.settings.worker_block_s)
         self._complete = self.redis.register_script(COMPLETE_LUA)
         self._refresh = self.redis.register_script(REFRESH_LUA)
         self._dead_letter = self.redis.register_script(DEAD_LETTER_LUA)
@@ -106,10 +100,10 @@ class Worker:
         """Serve until stop(); then drain for up to ``grace_s`` and hand back what is left."""
         loops = [self._loop("register", self._register, self._heartbeat_s),
                  self._loop("refresh", self._refresh_running, self._heartbeat_s),
-                 self._loop("janitor", self._janitor, self.rs.claim_idle_s / 2)]
+                 self._loop("janitor", self._janitor, self.settings.claim_idle_s / 2)]
         loops += [self._read_loop(name) for name in self.engines]
         tasks = [asyncio.create_task(c) for c in loops]
-        log.info("worker %s serving %s from %s", self.consumer, sorted(self.engines), self.rs.queue_url)
+        log.info("worker %s serving %s from %s", self.consumer, sorted(self.engines), self.url)
         await self._stopping.wait()
         for task in tasks:
             task.cancel()
@@ -124,7 +118,7 @@ class Worker:
 
     @property
     def _heartbeat_s(self) -> float:
-        return max(0.05, self.rs.claim_idle_s / 3)
+        return max(0.05, self.settings.claim_idle_s / 3)
 
     async def _loop(self, name: str, body: Callable[[], Awaitable[None]], every_s: float) -> None:
         backoff = 0.1
@@ -146,7 +140,7 @@ class Worker:
 
     def _redis_up(self) -> None:
         if not self.redis_ok:
-            log.info("worker %s: Redis at %s is reachable", self.consumer, self.rs.queue_url)
+            log.info("worker %s: Redis at %s is reachable", self.consumer, self.url)
         self.redis_ok = True
 
     def _redis_down(self, where: str, err: Exception) -> None:
@@ -181,7 +175,7 @@ class Worker:
 
     # -- read --------------------------------------------------------------------------------------------
     def _free(self, model: str) -> int:
-        return max(0, self.rs.worker_max_jobs - len(self.running[model]))
+        return max(0, self.settings.worker_max_jobs - len(self.running[model]))
 
     async def _read_loop(self, model: str) -> None:
         backoff = 0.1
@@ -208,7 +202,7 @@ class Worker:
         try:
             reply = await self.blocking.xreadgroup(
                 GROUP, self.consumer, {stream_key(model): ">"}, count=self._free(model),
-                block=int(self.rs.worker_block_s * 1000),
+                block=int(self.settings.worker_block_s * 1000),
             )
         except ResponseError as err:
             if "NOGROUP" not in str(err):
@@ -234,7 +228,7 @@ class Worker:
             await self.redis.xack(stream_key(model), GROUP, entry)
             await self.redis.xdel(stream_key(model), entry)
             return
-        if deliveries > self.rs.max_deliveries:
+        if deliveries > self.settings.max_deliveries:
             await self._to_dead_letter(model, entry, job, deliveries)
             return
         if job.deadline is not None and time.time() >= job.deadline:
@@ -270,7 +264,7 @@ class Worker:
     async def _write(self, model: str, entry: str, result: Result) -> bool:
         written = await self._complete(
             keys=[stream_key(model), result_key(result.job_id)],
-            args=[GROUP, entry, self.consumer, result.to_json(), int(self.rs.result_ttl_s * 1000)],
+            args=[GROUP, entry, self.consumer, result.to_json(), int(self.settings.result_ttl_s * 1000)],
         )
         if written:
             self.completed += 1
@@ -289,7 +283,7 @@ class Worker:
         await self._dead_letter(
             keys=[stream_key(model), dead_letter_key(model), result_key(job.id)],
             args=[GROUP, entry, self.consumer, job.to_json(), deliveries, failed.to_json(),
-                  int(self.rs.result_ttl_s * 1000), self.rs.dead_letter_maxlen],
+                  int(self.settings.result_ttl_s * 1000), self.settings.dead_letter_maxlen],
         )
         metrics.JOBS.labels(task=job.task, outcome=Outcome.error.value).inc()
 
@@ -309,7 +303,7 @@ class Worker:
 
     # -- janitor: re-claim what dead workers left -----------------------------------------------------------
     async def _janitor(self) -> None:
-        idle_ms = int(self.rs.claim_idle_s * 1000)
+        idle_ms = int(self.settings.claim_idle_s * 1000)
         for model in self.engines:
             free = self._free(model)
             if free == 0:
@@ -351,11 +345,11 @@ class Worker:
                 # Marked idle past the claim timeout: the next janitor anywhere takes them (no delivery
                 # counted, JUSTID), instead of waiting for this worker's heartbeat to age.
                 await self.redis.xclaim(stream_key(model), GROUP, self.consumer, 0, [r.entry for r in runs],
-                                        idle=int(self.rs.claim_idle_s * 1000) + 1, justid=True)
+                                        idle=int(self.settings.claim_idle_s * 1000) + 1, justid=True)
             await self.redis.delete(worker_key(self.consumer))
         except RedisError as err:
             log.warning("worker %s: could not hand back unfinished jobs (%s); they are re-claimed after "
-                        "%.0f s", self.consumer, err, self.rs.claim_idle_s)
+                        "%.0f s", self.consumer, err, self.settings.claim_idle_s)
 
     def healthy(self) -> bool:
         """Liveness: the event loop still turns (a wedged worker should be restarted)."""
@@ -372,88 +366,3 @@ def _honour_cancel() -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def checkpoint_versions(settings: Settings) -> dict[str, str]:
-    """name -> short digest of its checkpoint file: part of the result-cache key, so new weights never
-    serve answers cached from old ones."""
-    versions = {}
-    for name, path in find_checkpoints(settings).items():
-        digest = hashlib.sha256()
-        with Path(path).open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        versions[name] = digest.hexdigest()[:16]
-    return versions
-
-
-# -- /metrics and /healthz for Prometheus and the container healthcheck ------------------------------------
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's signature)
-        pass
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-def serve_metrics(worker: Worker, host: str, port: int) -> WSGIServer:
-    """Serve GET /metrics (Prometheus) and GET /healthz on a daemon thread; returns the server."""
-    metrics_app = make_wsgi_app()
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            return metrics_app(environ, start_response)
-        if path == "/healthz":
-            ok = worker.healthy()
-            body = json.dumps({"status": "ok" if ok else "stalled", "consumer": worker.consumer,
-                               "redis": "ok" if worker.redis_ok else "unreachable",
-                               "models": sorted(worker.engines)}).encode()
-            start_response("200 OK" if ok else "503 Service Unavailable",
-                           [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics or /healthz\n"]
-
-    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
-    return server
-
-
-# -- the process: what `gram worker` runs -----------------------------------------------------------------
-
-
-def run_worker(
-    settings: Settings,
-    redis_settings: RedisSettings,
-    *,
-    metrics_host: str = "127.0.0.1",
-    metrics_port: int = 9100,
-    grace_s: float = 30.0,
-) -> int:
-    """Load the checkpoints, serve them from Redis until SIGTERM/SIGINT; the process exit code."""
-    import signal
-
-    runtime = Runtime(settings)
-    runtime.load()
-    if runtime.error:
-        log.error("gram worker: loading the models failed: %s", runtime.error)
-        return 1
-    worker = Worker(runtime, redis_settings, versions=checkpoint_versions(settings))
-    server = serve_metrics(worker, metrics_host, metrics_port)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run(grace_s)
-
-    try:
-        asyncio.run(main())
-    finally:
-        server.shutdown()
-        runtime.stop()
-    return 0

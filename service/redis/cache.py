@@ -28,7 +28,6 @@ def cache_key(job: Job, model_version: str = "") -> str:
         "model": job.model,
         "version": model_version,
         "task": job.task,
-        "kind": str(job.kind),
         "x": job.x,
         "meta": job.meta,
         "num_trajectories": job.num_trajectories,
