@@ -31,6 +31,7 @@ from service import metrics
 from service.intake import sample_job, solve_job
 from service.jobs import Job, Outcome, Result
 from service.limits import BodySizeLimit
+from service.playground import add_browser_pages
 from service.queues import InProcessQueue, JobQueue, NoModel, QueueFull
 from service.runtime import Runtime
 from service.schemas import (
@@ -124,6 +125,7 @@ def create_app(
     app.state.queue = queue
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    add_browser_pages(app)  # GET / (the playground), offline /docs and /redoc
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
