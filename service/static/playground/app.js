@@ -347,7 +347,11 @@ function graphSvg(n, edges, colors, title, fixed = {}) {
     const angle = (2 * Math.PI * i) / Math.max(n, 1) - Math.PI / 2;
     return [mid + radius * Math.cos(angle), mid + radius * Math.sin(angle)];
   };
-  const root = svg("svg", { viewBox: `0 0 ${size} ${size}`, role: "img", class: "graph" });
+  // The view box fits the nodes (a circle's points do not reach its bottom for odd n).
+  const points = Array.from({ length: n }, (_, i) => at(i));
+  const ys = points.map(([, y]) => y).concat([mid]);
+  const top = Math.min(...ys) - 20, height = Math.max(...ys) - top + 20;
+  const root = svg("svg", { viewBox: `0 ${top} ${size} ${height}`, role: "img", class: "graph" });
   const label = svg("title");
   label.textContent = title;
   root.append(label);
@@ -602,6 +606,8 @@ class Run {
 
   finish() {
     clearInterval(this.timer);
+    // One column (phones): the results are below the form; bring them into view.
+    if (window.matchMedia("(max-width: 820px)").matches) $("results").scrollIntoView({ block: "start" });
     $("run").disabled = false;
     $("cancel").disabled = true;
     if (state.run === this) state.run = null;
