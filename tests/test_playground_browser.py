@@ -213,6 +213,15 @@ def test_bad_sudoku_shows_the_api_message(page: Any, server: Server, tmp_path: P
     assert "422" in text and message in text, text
     assert "digit 5 repeats in row 0" in text
     page.screenshot(path=tmp_path / "sudoku_error.png", full_page=True)
+    # A body over GRAM_MAX_BODY_BYTES (64 KiB): 413, its plain-string detail shown as it is.
+    page.get_by_role("tab", name="Graph colouring").click()
+    edges = page.get_by_label("Edges", exact=False)  # 15,000 edges (~90 KB): fill() is slow
+    edges.evaluate(
+        "(box, text) => { box.value = text; box.dispatchEvent(new Event('input', {bubbles: true})) }",
+        "\n".join(["0-1 1-2 2-3 3-4 4-0"] * 3000))
+    page.get_by_role("button", name="Solve").click()
+    page.get_by_role("alert").filter(has_text="413").wait_for()
+    assert "request body is larger than 65536 bytes" in page.get_by_role("alert").inner_text()
 
 
 def test_graph_colouring_is_drawn_and_valid(page: Any, server: Server, tmp_path: Path) -> None:
