@@ -471,6 +471,7 @@ function setStatus(fields) {
 
 function clearResults() {
   hideError();
+  $("announce").textContent = "";
   $("status").replaceChildren();
   $("solutions").replaceChildren();
 }
@@ -565,6 +566,7 @@ class Run {
     this.tick();
   }
 
+  // performance.now() based: the page's own clock, from the click to the last byte.
   elapsed() {
     return `${((performance.now() - this.started) / 1000).toFixed(2)} s`;
   }
@@ -592,6 +594,8 @@ class Run {
     const { solutions, images, grid_png, ...fields } = response;
     if (rawSeed !== undefined) fields.seed = rawSeed;
     setStatus({ state: "done", elapsed: this.elapsed(), [this.countName()]: this.found, ...fields });
+    // The status panel changes ten times a second; screen readers hear only the outcome.
+    $("announce").textContent = `Done in ${this.elapsed()}: ${this.found} ${this.countName().split(" ")[0]}.`;
     if (this.found === 0 && this.task !== "mnist") {
       $("solutions").append(el("p", { class: "muted empty", text:
         "No verified solution in this budget: try more width, another seed or a higher temperature." }));
