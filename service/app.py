@@ -32,6 +32,7 @@ from service.errors import NoModel, QueueFull
 from service.intake import sample_job, solve_job
 from service.jobs import Job, Outcome, Result
 from service.limits import BodySizeLimit
+from service.playground import add_browser_pages
 from service.queues import JobQueue, ModelInfo
 from service.schemas import (
     SOLVE_EXAMPLES,
@@ -107,6 +108,7 @@ def create_app(
     app.state.queue = queue
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    add_browser_pages(app)  # GET / (the playground), offline /docs and /redoc
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
