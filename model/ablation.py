@@ -2,7 +2,7 @@
 project makes, each trained from scratch for the same number of optimizer steps and evaluated on the same
 held-out instances.
 
-    python -m model.ablation graph_coloring --steps 400 --out docs/ablation-graph_coloring
+    python -m model.ablation graph_coloring --steps 400 --out runs/ablation-graph_coloring
 
 Steps, not seconds, fix the budget, so a busy machine changes the wall time but not the result. Each
 variant is a set of overrides of the run's cpu preset (model.presets); the table is cumulative: each row

@@ -12,10 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Inputs that live beside the repository on the machine it was written on, not in a clone.
 OUTSIDE = ("../shared", "shared/GRAM.md", "shared/DESIGN.md")
-# Which tracked files the OUTSIDE check reads. Markdown only for now: comments in service/, model/ and
-# kernels/ that cite those inputs are being rewritten on other branches; once they are merged, widen this
-# to every tracked text file (".py", ".sh", ".toml", ".yml", ...).
-CHECKED_SUFFIXES = (".md",)
+# Which tracked files the OUTSIDE check reads: every text file kind the repository holds.
+CHECKED_SUFFIXES = (".md", ".py", ".sh", ".toml", ".yml", ".yaml", ".txt", ".js", ".html", ".css", ".json")
 EXEMPT = {Path(__file__).resolve().relative_to(ROOT).as_posix()}  # this file names the strings it bans
 MAX_BENCHMARK_LINES = 320
 # Cited docs written on a branch not merged yet; remove an entry once its file exists.
