@@ -45,14 +45,14 @@ def curve_points(
 
 
 def write_curve(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    """``out``.csv and ``out``.png (one line per setting/metric column)."""
+    """``out``.csv and ``out``.png (one line per setting/metric column; ``out`` has no suffix)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     columns = [k for k in rows[0] if "/" in k]
-    with out.with_suffix(".csv").open("w", newline="") as f:
+    with Path(f"{out}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["snapshot", "train_steps", "core_hours", *columns])
         writer.writeheader()
         writer.writerows(rows)
@@ -67,7 +67,7 @@ def write_curve(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"))
+    fig.savefig(f"{out}.png")
     plt.close(fig)
 
 
