@@ -1,0 +1,141 @@
+"""What one supervision step computes, on every step path, against values recorded before the kernels /
+model layering change of issue 19 (tests/data/step_equivalence.json): a refactor of how a step is run
+must not change what it computes.
+
+Per family, a tiny seeded model (random heads, two layers; Sudoku with the sequence mixer) runs two
+supervision steps for two slots with fixed noise keys and prior temperatures, on inputs with all-PAD
+positions. Paths: the torch references, the Triton kernels (the interpreter on a CPU), the fused
+low-level update, and the CPU paths bf16 and bf16+compile. Tokens must be equal; floats within the
+tolerance of the path (the kernel tests' for fp32, a few bf16 ulps for bf16).
+
+Re-record only when a change is meant to alter the numbers:
+
+    TRITON_INTERPRET=1 .venv/bin/python -m tests.test_step_equivalence --record
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from kernels.flops import kernels_mode  # noqa: E402
+from kernels.fused_core import fuse  # noqa: E402
+from model.gram import GRAM, NoiseKeys, tiny_model  # noqa: E402
+from tests.kernel_fixtures import one_thread  # noqa: E402, F401
+
+GOLDEN = Path(__file__).parent / "data" / "step_equivalence.json"
+FAMILIES: dict[str, dict[str, Any]] = {
+    "sudoku": {"mixer": "mlp_t"}, "nqueens": {}, "graph_coloring": {}, "mnist": {},
+}
+PATHS = ("torch", "triton", "triton+fused", "bf16", "bf16+compile")
+COMPILED_FAMILIES = ("sudoku", "nqueens")  # compiling costs seconds per model: one per mixer
+# (rtol, atol) per path; tokens are compared exactly.
+TOLERANCE = {"torch": (1e-5, 1e-5), "triton": (1e-4, 1e-4), "triton+fused": (1e-4, 1e-4),
+             "bf16": (1e-2, 2e-2), "bf16+compile": (1e-2, 2e-2)}
+
+
+def _model(task: str) -> GRAM:
+    model = tiny_model(task, seed=3, n_layers=2, **FAMILIES[task])
+    gen = torch.Generator().manual_seed(7)  # the zero-initialised heads would agree trivially
+    with torch.no_grad():
+        for head in (model.prior.proj, model.halt_head, model.value_head):
+            head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.05)
+    return model
+
+
+def _inputs(model: GRAM) -> torch.Tensor:
+    """x int64 [2, L, G]: random tokens, with all-PAD positions (off-board cells, absent nodes)."""
+    c = model.config
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randint(1, c.in_vocab, (2, c.seq_len, c.in_group), generator=gen)
+    x[0, -3:] = 0
+    x[1, :2] = 0
+    return x
+
+
+def _keys(step: int) -> NoiseKeys:
+    return NoiseKeys(seed=torch.tensor([5, 6]), traj=torch.tensor([0, 1]), step=torch.tensor([step, step]),
+                     temperature=torch.tensor([1.0, 1.5]))
+
+
+def _step_fn(model: GRAM, path: str) -> Any:
+    if path in ("torch", "triton"):
+        return model.step
+    if path == "triton+fused":
+        fused = copy.deepcopy(model)
+        fuse(fused)
+        return fused.step
+    from kernels.cpu_path import make_step
+
+    return make_step(model, path)
+
+
+def _summary(out: Any) -> dict[str, Any]:
+    def floats(t: torch.Tensor) -> list[Any]:
+        return torch.round(t.double(), decimals=7).tolist()
+
+    return {
+        "tokens": out.tokens.tolist(),
+        "token_logprob": floats(out.token_logprob.sum(-1)),  # [B, L]
+        "q_halt": floats(out.q_halt), "value": floats(out.value),
+        "h_sum": floats(out.h.double().sum(-1)), "h_sq": floats(out.h.double().pow(2).sum(-1)),  # [B, P+L]
+        "l_sum": floats(out.l.double().sum(-1)),
+    }
+
+
+def run(task: str, path: str) -> list[dict[str, Any]]:
+    """Summaries of two chained supervision steps of ``task``'s tiny model on ``path``."""
+    model = _model(task)
+    mode = "triton" if path.startswith("triton") else "torch"
+    with kernels_mode(mode), torch.no_grad():
+        step = _step_fn(model, path)
+        e_x = model.encode(_inputs(model))
+        h, l = model.init_state(2)
+        summaries = []
+        for n in range(2):
+            out = step(h, l, e_x, _keys(n))
+            summaries.append(_summary(out))
+            h, l = out.h, out.l
+    return summaries
+
+
+def cases() -> list[tuple[str, str]]:
+    return [(task, path) for task in FAMILIES for path in PATHS
+            if path != "bf16+compile" or task in COMPILED_FAMILIES]
+
+
+@pytest.mark.parametrize(("task", "path"), cases())
+def test_step_outputs_match_the_recorded_ones(task: str, path: str) -> None:
+    want = json.loads(GOLDEN.read_text())[f"{task}/{path}"]
+    got = run(task, path)
+    rtol, atol = TOLERANCE[path]
+    for n, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g["tokens"] == w["tokens"], f"step {n}: tokens differ"
+        for name in ("token_logprob", "q_halt", "value", "h_sum", "h_sq", "l_sum"):
+            # sums over D: the tolerance scales with their size
+            scale = max(1.0, torch.tensor(w[name]).abs().max().item()) if name[1:3] in ("_s",) else 1.0
+            torch.testing.assert_close(torch.tensor(g[name]), torch.tensor(w[name]), rtol=rtol,
+                                       atol=atol * scale, msg=lambda m, n=n, k=name: f"step {n} {k}: {m}")
+
+
+def record() -> None:
+    torch.set_num_threads(1)
+    golden = {f"{task}/{path}": run(task, path) for task, path in cases()}
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(golden, separators=(",", ":")) + "\n")
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes, {len(golden)} cases)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit(__doc__)
+    record()
