@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from kernels.flops import count_flops, gemm_peak, kernels_mode, sync
+from kernels.backend import kernels_mode, set_mode
+from kernels.flops import count_flops, gemm_peak, sync
 from kernels.workload import randomize_zero_heads, step_inputs
 
 GPU_PATHS = ("eager", "compile", "compile+graphs", "triton", "triton+fused", "triton+fused+graphs")
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu:
-        os.environ["GRAM_KERNELS"] = "torch"
+        set_mode("torch")
     device = torch.device("cpu" if args.cpu else "cuda")
     if args.csv is None:
         args.csv = os.path.join(os.path.dirname(__file__), "results", f"bench_{device.type}.csv")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels import ops, reference
-from kernels.flops import kernels_mode
+from kernels.backend import kernels_mode, set_mode
 
 CUDA = torch.cuda.is_available()
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything imports triton: without a GPU the kernels run under the interpreter.
     if not CUDA:
         os.environ["TRITON_INTERPRET"] = "1"
-    os.environ["GRAM_KERNELS"] = "triton"
+    set_mode("triton")
     device = torch.device("cuda" if CUDA else "cpu")
     mode = "CUDA (native Triton)" if CUDA else "CPU (Triton interpreter)"
     print(f"kernels.check on {mode}: torch {torch.__version__}", end="")

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
-    from kernels.flops import kernels_mode
+    from kernels.backend import kernels_mode
     from kernels.fused_core import fuse
     from kernels.workload import step_inputs
     from model.gram import build_model

@@ -13,13 +13,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kernels import cpu_path  # noqa: E402
+from kernels.backend import kernels_mode  # noqa: E402
 from kernels.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
-from kernels.flops import kernels_mode  # noqa: E402
 from kernels.fused_core import fuse, is_fused, unfuse  # noqa: E402
 from kernels.workload import randomize_zero_heads, step_inputs  # noqa: E402
 from model.config import config_for  # noqa: E402
 from model.gram import build_model  # noqa: E402
-from tests.kernel_fixtures import one_thread  # noqa: E402, F401
+from tests.kernel_fixtures import one_thread, torch_kernels  # noqa: E402, F401
 
 
 def _small_model(mixer: str) -> torch.nn.Module:
@@ -150,9 +150,9 @@ def test_cpu_path_setting_overrides_measurement(monkeypatch: pytest.MonkeyPatch)
         cpu_path.choose(model, 4)
 
 
+@pytest.mark.usefixtures("torch_kernels")
 def test_cpu_path_measures_and_picks_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GRAM_CPU_PATH", raising=False)
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     model = _small_model("attn")
     path, figures = cpu_path.choose(model, 4, paths=("fp32", "bf16"), repeats=1)
     assert {f.path for f in figures} == {"fp32", "bf16"}
@@ -160,8 +160,8 @@ def test_cpu_path_measures_and_picks_the_fastest(monkeypatch: pytest.MonkeyPatch
     assert all(f.step_s > 0 and f.model_gflops > 0 for f in figures)
 
 
-def test_bf16_path_keeps_the_engine_dtype_and_stays_close(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
+@pytest.mark.usefixtures("torch_kernels")
+def test_bf16_path_keeps_the_engine_dtype_and_stays_close() -> None:
     model = _small_model("attn")
     h, l, e_x, noise = step_inputs(model, 3)
     want = model.step(h, l, e_x, noise)
@@ -171,8 +171,8 @@ def test_bf16_path_keeps_the_engine_dtype_and_stays_close(monkeypatch: pytest.Mo
     assert next(model.parameters()).dtype == torch.float32  # the engine's model is left untouched
 
 
+@pytest.mark.usefixtures("torch_kernels")
 def test_bf16_compile_path_matches_bf16_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     monkeypatch.setenv("GRAM_CPU_PATH", "bf16+compile")
     model = _small_model("attn")
     assert cpu_path.choose(model, 4) == ("bf16+compile", [])
@@ -184,12 +184,12 @@ def test_bf16_compile_path_matches_bf16_eager(monkeypatch: pytest.MonkeyPatch) -
     assert (got.tokens == eager.tokens).float().mean() >= 0.9  # argmax may flip on near-ties only
 
 
-def test_compiled_path_never_compiles_on_an_engine_step(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("torch_kernels")
+def test_compiled_path_never_compiles_on_an_engine_step() -> None:
     """make_step builds every graph the engine needs (batch 1, and batches >= 2 under inference_mode), so
     a lone width-1 request or the first full batch never waits for a compilation."""
     import torch._dynamo
 
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     model = _small_model("attn")
     step = cpu_path.make_step(model, "bf16+compile")
     with torch._dynamo.config.patch(error_on_recompile=True):  # restores the setting (monkeypatch did not)
@@ -227,10 +227,10 @@ def test_compiled_decode_matches_the_eager_one() -> None:
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.usefixtures("torch_kernels")
 def test_runner_on_cpu_follows_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from kernels.runner import make_runner
 
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     monkeypatch.setenv("GRAM_CPU_PATH", "fp32")
     model = _small_model("attn")
     step, how = make_runner(model, batch_hint=4)
