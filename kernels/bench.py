@@ -2,7 +2,7 @@
 trajectories/s, and model FLOP/s as a fraction of this device's GEMM peak measured in the same run.
 
 GPU paths: eager (torch), compile (torch.compile of the recursive core), compile+graphs, triton (the
-kernels via kernels.ops), triton+fused (kernels.fused_core), triton+fused+graphs (kernels.cuda_graphs).
+kernels via kernels.ops), triton+fused (StepImpl(fused=True)), triton+fused+graphs (kernels.cuda_graphs).
 CPU paths (--cpu, or automatically without CUDA): eager fp32, eager bf16, compile, bf16+compile (the
 paths of kernels.cpu_path) over a smaller batch range. Writes a CSV (--csv) and prints a table plus the
 issue's targets, met or not. A deadline (--budget-s) skips what would not fit, and says so.
@@ -86,7 +86,7 @@ def _time_step(
 def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Callable[..., Any]:
     from kernels.cpu_path import compile_core
     from kernels.cuda_graphs import GraphedStep
-    from kernels.fused_core import fuse
+    from model.step_impl import StepImpl
 
     if path in ("eager", "triton"):
         return model.step
@@ -96,9 +96,7 @@ def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Call
         net = graphs["compiled"]
     else:
         if "fused" not in graphs:
-            net = copy.deepcopy(model)
-            fuse(net)
-            graphs["fused"] = net
+            graphs["fused"] = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         net = graphs["fused"]
     if path.endswith("+graphs"):
         return GraphedStep(net, buckets=(batch,), enabled=True).__call__

@@ -166,8 +166,8 @@ def step_rows(device: torch.device, batch: int) -> list[Row]:
         from model.gram import build_model
     except ImportError as err:  # model/ not present: report it as a failed row, not a crash
         return [Row(f"model step (import failed: {err})", "-", "-", float("inf"), float("inf"), False)]
-    from kernels.fused_core import fuse
     from kernels.workload import randomize_zero_heads, step_inputs
+    from model.step_impl import StepImpl
 
     rows = []
     for task, mixer, d in (("sudoku", "mlp_t", 64), ("nqueens", "attn", 64)):
@@ -177,8 +177,7 @@ def step_rows(device: torch.device, batch: int) -> list[Row]:
         h, l, e_x, noise = step_inputs(model, batch)
         with kernels_mode("torch"):
             want = model.step(h, l, e_x, noise)
-        fused = copy.deepcopy(model)
-        fuse(fused)
+        fused = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         shape = f"{task} {mixer} D{d} B{batch} T2K2x2"
         for label, net in (("step[triton]", model), ("step[triton+fused]", fused)):
             got = net.step(h, l, e_x, noise)

@@ -30,7 +30,7 @@ import torch
 from kernels.flops import count_flops
 from kernels.reference import with_unit_temperature
 from kernels.workload import step_inputs
-from model.layers import SelfAttention
+from model.step_impl import StepImpl
 
 ENV_VAR = "GRAM_CPU_PATH"
 # What "auto" measures. Not "compile" (fp32): it never beat bf16 eager here, and it costs a compilation.
@@ -88,9 +88,7 @@ def compile_transition(net: Any) -> Any:
     transition index t."""
     raise_recompile_limit()
     if net.config.total_len <= SHORT_SEQUENCE:
-        for module in net.modules():
-            if isinstance(module, SelfAttention):
-                module.short_form = True
+        net.use_impl(StepImpl(short_attention=True))
     net.transition = torch.compile(net.transition, dynamic=True)
     # The step's end too (decoder, argmax and log-probability, PAD mask, heads): a dozen eager ops that
     # cost ~0.4 ms a step at any batch size (2.8 -> 2.4 ms at 1 slot, 21.7 -> 21.3 at 32), with the same

@@ -5,7 +5,7 @@ the model's device, same signature and StepOutput.
     out = step(h, l, e_x, noise)
 
 - CUDA: the Triton kernels (GRAM_KERNELS=auto picks them for CUDA tensors), the fused low-level update
-  (kernels.fused_core) and one CUDA graph per batch bucket (kernels.cuda_graphs), each switchable.
+  (StepImpl(fused=True)) and one CUDA graph per batch bucket (kernels.cuda_graphs), each switchable.
 - CPU: kernels.cpu_path — eager fp32, eager bf16 or torch.compile, by measurement at ``batch_hint``
   unless GRAM_CPU_PATH names one.
 The caller's model is not modified (the CUDA path works on a copy).
@@ -19,7 +19,7 @@ from typing import Any
 
 from kernels import cpu_path
 from kernels.cuda_graphs import GraphedStep, default_buckets
-from kernels.fused_core import fuse
+from model.step_impl import StepImpl
 
 
 def make_runner(model: Any, batch_hint: int = 256, *, fused: bool = True, graphs: bool = True,
@@ -29,7 +29,7 @@ def make_runner(model: Any, batch_hint: int = 256, *, fused: bool = True, graphs
         net = copy.deepcopy(model)
         parts = ["cuda", "triton"]
         if fused:
-            fuse(net)
+            net.use_impl(StepImpl(fused=True))
             parts.append("fused")
         if graphs:
             parts.append("graphs")

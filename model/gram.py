@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from kernels import ops
-from kernels.reference import per_row
 from model.config import GRAMConfig, config_for
 from model.layers import AttentionPosteriorHead, GaussianHead, GridPositions, PosteriorHead, ReasoningModule
+from model.step_impl import DEFAULT, StepImpl
 
 
 @dataclass
@@ -83,6 +83,8 @@ Guide = Callable[[torch.Tensor], torch.Tensor]
 
 
 class GRAM(nn.Module):
+    impl: StepImpl = DEFAULT  # how this copy computes a step (use_impl); the default is the reference
+
     def __init__(self, config: GRAMConfig, card: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
@@ -149,6 +151,14 @@ class GRAM(nn.Module):
         pos = self.pos_emb if self.grid_pos is None else torch.cat((self.pos_emb, self.grid_pos()), dim=0)
         return math.sqrt(c.d_model) * (torch.cat((puzzle, content), dim=1) + pos)
 
+    def use_impl(self, impl: StepImpl) -> GRAM:
+        """Compute steps as ``impl`` says (model/step_impl.py) in this model and every module of it that
+        reads it; returns the model. The fast paths call it on their own copy (model/fast_path)."""
+        for module in self.modules():
+            if "impl" in type(module).__dict__:  # the classes that declare one read it
+                module.impl = impl
+        return self
+
     def init_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(h0, l0) [batch, P + L, D] from the stored z0 (fresh tensors the caller may write into)."""
         shape = (batch, self.config.total_len, self.config.d_model)
@@ -206,14 +216,13 @@ class GRAM(nn.Module):
         return guide(u), l
 
     def _prior_guide(self, noise: NoiseKeys, t: int) -> Guide:
+        """Transition t of supervision step n draws the counter n * T + t of each slot's stream."""
         T = self.config.T
 
         def guide(u: torch.Tensor) -> torch.Tensor:
-            mu, sigma = self.prior(u)
-            if noise.temperature is not None:
-                sigma = sigma * per_row(noise.temperature, sigma)
-            counter = noise.step.to(u.device) * T + t
-            return ops.guidance(u, mu, sigma, noise.seed.to(u.device), noise.traj.to(u.device), counter)
+            d = u.device
+            return self.prior.sample(u, noise.seed.to(d), noise.traj.to(d), noise.step.to(d) * T + t,
+                                     noise.temperature, fused=self.impl.fused)
 
         return guide
 

@@ -15,10 +15,11 @@ import torch  # noqa: E402
 from kernels import cpu_path  # noqa: E402
 from kernels.backend import kernels_mode  # noqa: E402
 from kernels.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
-from kernels.fused_core import fuse, is_fused, unfuse  # noqa: E402
 from kernels.workload import randomize_zero_heads, step_inputs  # noqa: E402
 from model.config import config_for  # noqa: E402
 from model.gram import build_model  # noqa: E402
+from model.layers import SelfAttention  # noqa: E402
+from model.step_impl import DEFAULT, StepImpl  # noqa: E402
 from tests.kernel_fixtures import one_thread, torch_kernels  # noqa: E402, F401
 
 
@@ -45,15 +46,17 @@ def test_triton_step_and_fused_step_match_the_torch_step(mixer: str) -> None:
         want = model.step(h, l, e_x, noise)
     with kernels_mode("triton"):
         composed = model.step(h, l, e_x, noise)
-        fused_model = copy.deepcopy(model)
-        assert fuse(fused_model) == 2 and is_fused(fused_model)  # the core and the prior guide
+        fused_model = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         fused = fused_model.step(h, l, e_x, noise)
     with kernels_mode("torch"):
         fused_on_torch = fused_model.step(h, l, e_x, noise)
     _assert_steps_close(composed, want)
     _assert_steps_close(fused, want)
     _assert_steps_close(fused_on_torch, want, atol=1e-5)
-    assert unfuse(fused_model) == 2 and not is_fused(fused_model)
+    assert fused_model.core.impl.fused and fused_model.impl.fused and not model.core.impl.fused
+    with kernels_mode("torch"):
+        back = fused_model.use_impl(DEFAULT).step(h, l, e_x, noise)
+    assert torch.equal(back.h, want.h)  # the default again: the reference step, bit for bit
 
 
 def test_prior_temperature_reaches_every_step_path() -> None:
@@ -73,8 +76,7 @@ def test_prior_temperature_reaches_every_step_path() -> None:
     assert torch.equal(want.h[0], cold.h[0])  # slot 0 at 1: bit for bit
     assert (want.h[1:] - cold.h[1:]).abs().amax((1, 2)).min() > 0.1  # the others spread or narrowed
     with kernels_mode("triton"):
-        fused_model = copy.deepcopy(model)
-        fuse(fused_model)
+        fused_model = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         _assert_steps_close(model.step(h, l, e_x, hot), want)
         _assert_steps_close(fused_model.step(h, l, e_x, hot), want)
     assert torch.equal(compiled_hot.h[0], compiled_cold.h[0])
@@ -91,11 +93,6 @@ def test_a_slot_steps_the_same_alone_or_in_a_batch_on_the_triton_path() -> None:
         alone = model.step(h[2:3], l[2:3], e_x[2:3],
                            type(noise)(noise.seed[2:3], noise.traj[2:3], noise.step[2:3]))
     torch.testing.assert_close(alone.h[0], batch.h[2], atol=1e-5, rtol=1e-5)
-
-
-def test_fuse_refuses_a_model_without_a_recursive_core() -> None:
-    with pytest.raises(TypeError, match="no recursive core"):
-        fuse(torch.nn.Linear(3, 3))
 
 
 def test_buckets() -> None:
@@ -203,13 +200,11 @@ def test_compiled_path_never_compiles_on_an_engine_step() -> None:
 
 
 def test_compile_transition_uses_the_short_attention_on_its_copy_only() -> None:
-    from model.layers import SelfAttention
-
     model = _small_model("attn")
     compiled = cpu_path.compile_transition(copy.deepcopy(model))
     attention = [m for m in compiled.modules() if isinstance(m, SelfAttention)]
-    assert attention and all(m.short_form for m in attention)
-    assert not any(m.short_form for m in model.modules() if isinstance(m, SelfAttention))
+    assert attention and all(m.impl.short_attention for m in attention)
+    assert not any(m.impl.short_attention for m in model.modules() if isinstance(m, SelfAttention))
 
 
 def test_compiled_decode_matches_the_eager_one() -> None:

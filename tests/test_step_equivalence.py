@@ -28,8 +28,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kernels.backend import kernels_mode  # noqa: E402
-from kernels.fused_core import fuse  # noqa: E402
 from model.gram import GRAM, NoiseKeys, tiny_model  # noqa: E402
+from model.step_impl import StepImpl  # noqa: E402
 from tests.kernel_fixtures import one_thread  # noqa: E402, F401
 
 GOLDEN = Path(__file__).parent / "data" / "step_equivalence.json"
@@ -76,9 +76,7 @@ def _step_fn(model: GRAM, path: str) -> Any:
     if path in ("torch", "triton"):
         return model.step
     if path == "triton+fused":
-        fused = copy.deepcopy(model)
-        fuse(fused)
-        return fused.step
+        return copy.deepcopy(model).use_impl(StepImpl(fused=True)).step
     from kernels.cpu_path import make_step
 
     return make_step(model, path)
