@@ -14,6 +14,7 @@ uses ``transition`` and ``readout`` directly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,13 @@ class NoiseKeys:
     # distinct puzzles solved at a given width, each trajectory a little less accurate (BENCHMARKS.md).
     # Training never sets it. sigma * 1.0 is exact, so a slot at 1 steps bit for bit as with None.
     temperature: torch.Tensor | None = None
+
+    def with_unit_temperature(self, batch: int, device: torch.device) -> NoiseKeys:
+        """These keys with a temperature of 1 per slot where they have none: the same numbers (sigma * 1
+        is exact), and one shape of inputs for a compiled or CUDA-graphed step, given a temperature or not."""
+        if self.temperature is None:
+            return dataclasses.replace(self, temperature=torch.ones(batch, device=device))
+        return self
 
 
 def served_temperature(model: Any, override: float | None = None) -> float:

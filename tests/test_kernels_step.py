@@ -12,11 +12,11 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from kernels import cpu_path  # noqa: E402
 from kernels.backend import kernels_mode  # noqa: E402
-from kernels.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
-from kernels.workload import randomize_zero_heads, step_inputs  # noqa: E402
 from model.config import config_for  # noqa: E402
+from model.fast_path import cpu_path  # noqa: E402
+from model.fast_path.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
+from model.fast_path.workload import randomize_zero_heads, step_inputs  # noqa: E402
 from model.gram import build_model  # noqa: E402
 from model.layers import SelfAttention  # noqa: E402
 from model.step_impl import DEFAULT, StepImpl  # noqa: E402
@@ -224,7 +224,7 @@ def test_compiled_decode_matches_the_eager_one() -> None:
 
 @pytest.mark.usefixtures("torch_kernels")
 def test_runner_on_cpu_follows_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kernels.runner import make_runner
+    from model.fast_path.runner import make_runner
 
     monkeypatch.setenv("GRAM_CPU_PATH", "fp32")
     model = _small_model("attn")

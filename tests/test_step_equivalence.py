@@ -77,7 +77,7 @@ def _step_fn(model: GRAM, path: str) -> Any:
         return model.step
     if path == "triton+fused":
         return copy.deepcopy(model).use_impl(StepImpl(fused=True)).step
-    from kernels.cpu_path import make_step
+    from model.fast_path.cpu_path import make_step
 
     return make_step(model, path)
 

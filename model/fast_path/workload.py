@@ -1,5 +1,5 @@
 """Synthetic step inputs for measuring a model: random input tokens, the model's own z0, distinct
-noise keys per slot. Shared by kernels.bench, kernels.check and kernels.cpu_path."""
+noise keys per slot. Shared by the bench, check and launches scripts and the CPU path's timing."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
+from model.gram import NoiseKeys
+
 
 def step_inputs(
     model: Any, batch: int, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
     """(h, l, e_x, noise) for ``batch`` slots on the model's device, in the model's dtype."""
-    from model.gram import NoiseKeys  # the model's own key type; imported late to keep kernels/ light
-
     c = model.config
     device = model.device
     gen = torch.Generator().manual_seed(seed)

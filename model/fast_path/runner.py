@@ -1,14 +1,14 @@
 """The one call an engine makes to get its step function: the fastest measured way to run model.step on
 the model's device, same signature and StepOutput.
 
-    step, how = kernels.runner.make_runner(model, batch_hint=max_slots)
+    step, how = make_runner(model, batch_hint=max_slots)
     out = step(h, l, e_x, noise)
 
 - CUDA: the Triton kernels (GRAM_KERNELS=auto picks them for CUDA tensors), the fused low-level update
-  (StepImpl(fused=True)) and one CUDA graph per batch bucket (kernels.cuda_graphs), each switchable.
-- CPU: kernels.cpu_path — eager fp32, eager bf16 or torch.compile, by measurement at ``batch_hint``
-  unless GRAM_CPU_PATH names one.
-The caller's model is not modified (the CUDA path works on a copy).
+  (StepImpl(fused=True)) and one CUDA graph per batch bucket (cuda_graphs.py), each switchable.
+- CPU: cpu_path.py — eager fp32, eager bf16 or torch.compile, by measurement at ``batch_hint`` unless
+  GRAM_CPU_PATH names one.
+The caller's model is not modified (both paths work on copies).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from kernels import cpu_path
-from kernels.cuda_graphs import GraphedStep, default_buckets
+from model.fast_path import cpu_path
+from model.fast_path.cuda_graphs import GraphedStep, default_buckets
 from model.step_impl import StepImpl
 
 

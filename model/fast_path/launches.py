@@ -63,7 +63,7 @@ def count_launches(fn: Callable[[], Any]) -> tuple[int, int, Counter[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m kernels.launches: launches per supervision step of the shipped model sizes, per path."""
+    """python -m model.fast_path.launches: launches per supervision step of the shipped sizes, per path."""
     import argparse
     import copy
     import os
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
     from kernels.backend import kernels_mode
-    from kernels.workload import step_inputs
+    from model.fast_path.workload import step_inputs
     from model.gram import build_model
     from model.presets import preset
     from model.step_impl import StepImpl

@@ -23,8 +23,6 @@ from typing import Any
 
 import torch
 
-from kernels.reference import with_unit_temperature
-
 DEFAULT_MAX_BATCH = 4096
 
 
@@ -83,7 +81,7 @@ class GraphedStep:
 
     def __call__(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
         batch = h.shape[0]
-        noise = with_unit_temperature(noise, batch, h.device)  # a graph has one shape of inputs
+        noise = noise.with_unit_temperature(batch, h.device)  # a graph has one shape of inputs
         bucket = bucket_for(batch, self.buckets) if self.enabled and batch > 0 else None
         if bucket is None:
             self.eager_calls += 1

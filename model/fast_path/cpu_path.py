@@ -9,11 +9,11 @@ casts h, l, e_x on the way in and the new h, l on the way out, so the engine nev
 "bf16+compile" runs bf16 weights with torch.compile of the whole transition (K f_L updates, f_H, the
 prior's guidance and its noise; short sequences take the fused short-form attention) and of the step's
 decode: the fastest path measured for N-Queens, colouring and Sudoku (1.2-1.6x bf16 eager;
-kernels/README.md). "compile" compiles only the fp32 recursive core; it never won here, so auto does not
-spend a compilation on it, but it stays selectable. The batch dimension is dynamic, so one graph serves
-every batch size >= 2 (plus one for batch 1); both are built before make_step returns, so no request
-pays for a compilation. Compiling costs 15-20 s per model on this CPU with a cold inductor cache, 2-5 s
-with a warm one.
+model/fast_path/README.md). "compile" compiles only the fp32 recursive core; it never won here, so auto
+does not spend a compilation on it, but it stays selectable. The batch dimension is dynamic, so one graph
+serves every batch size >= 2 (plus one for batch 1); both are built before make_step returns, so no
+request pays for a compilation. Compiling costs 15-20 s per model on this CPU with a cold inductor
+cache, 2-5 s with a warm one.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from typing import Any
 import torch
 
 from kernels.flops import count_flops
-from kernels.reference import with_unit_temperature
-from kernels.workload import step_inputs
+from model.fast_path.workload import step_inputs
 from model.step_impl import StepImpl
 
 ENV_VAR = "GRAM_CPU_PATH"
@@ -84,7 +83,7 @@ def compile_transition(net: Any) -> Any:
     eager integer ops per call) and, for sequences of at most SHORT_SEQUENCE positions, computes the
     attention in its short form, which the inductor fuses where the CPU's SDPA kernel pays a fixed cost
     per (batch, head) pair. N-Queens at 256 slots, bf16, 1 thread: 155 ms against 183-194 ms for
-    compile_core (kernels/README.md). It costs more compilation (~20 s per model here), one graph per
+    compile_core (model/fast_path/README.md). It costs more compilation (~20 s per model here), one graph per
     transition index t."""
     raise_recompile_limit()
     if net.config.total_len <= SHORT_SEQUENCE:
@@ -109,7 +108,7 @@ def _inference(fn: StepFn) -> StepFn:
 
     def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
         with torch.inference_mode():
-            noise = with_unit_temperature(noise, h.shape[0], h.device)
+            noise = noise.with_unit_temperature(h.shape[0], h.device)
             keys = dataclasses.replace(noise, **{f.name: getattr(noise, f.name).clone()
                                                  for f in dataclasses.fields(noise)})
             return fn(h.clone(), l.clone(), e_x.clone(), keys)
