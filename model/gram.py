@@ -9,7 +9,8 @@
     one supervision step = T transitions, then the decoder reads h (eq. 2) and the heads read h[:, 0].
 
 The engine calls ``encode``, ``init_state`` and ``step`` (README "Model inference interface"); the trainer
-uses ``transition`` and ``readout`` directly.
+uses ``transition`` and ``readout`` directly. How a step is computed fast (fused kernels, compiled CPU
+paths, CUDA graphs) is model/fast_path's business, through ``use_impl`` (model/step_impl.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from kernels import ops
 from model.config import GRAMConfig, config_for
 from model.layers import AttentionPosteriorHead, GaussianHead, GridPositions, PosteriorHead, ReasoningModule
 from model.step_impl import DEFAULT, StepImpl
+
+PAD = 0  # token 0 is PAD in every family's input and output (README "Tokens"; model/tasks/base.py)
 
 
 @dataclass
@@ -175,30 +178,43 @@ class GRAM(nn.Module):
         return h0, l0
 
     @torch.no_grad()
-    def step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> StepOutput:
-        """ONE supervision step (T transitions with the prior) for B slots, then decode (eq. 2)."""
-        c = self.config
-        for t in range(c.T):
+    def step(
+        self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys,
+        x: torch.Tensor | None = None,
+    ) -> StepOutput:
+        """ONE supervision step (T transitions with the prior) for B slots, then decode (eq. 2).
+
+        ``x``: the slots' input tokens (int64 [B, L, G_in], those e_x was encoded from), whose all-PAD
+        positions decode to PAD (``pad_mask``: exact). A caller that keeps no tokens may leave it out;
+        the positions are then read off e_x (``pad_positions``: a float comparison)."""
+        pad = self.pad_mask(x) if x is not None else self.pad_positions(e_x)
+        for t in range(self.config.T):
             h, l = self.transition(h, l, e_x, self._prior_guide(noise, t))
-        tokens, logprob, q_halt, value = self.decode(h, e_x)
+        tokens, logprob, q_halt, value = self.decode(h, pad)
         return StepOutput(h=h, l=l, tokens=tokens, token_logprob=logprob, q_halt=q_halt, value=value)
 
-    def decode(self, h: torch.Tensor, e_x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The end of a step (eq. 2): (tokens, token_logprob, q_halt, value) from h. A method of its own
-        so that the CPU path can compile it as one graph (kernels/cpu_path.py)."""
+    def decode(self, h: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The end of a step (eq. 2): (tokens, token_logprob, q_halt, value) from h, with the ``pad``
+        positions (bool [B, L]) PAD in the answer. A method of its own so that the CPU path can compile
+        it as one graph (model/fast_path/cpu_path.py)."""
         out = self.readout(h)
         tokens, logprob = ops.decode_epilogue(out.logits)
         # README contract: a position whose input sub-tokens are all PAD (off-board cell, absent node) is
         # PAD in the answer. Training never scores those positions, so the decoder's guess there is
-        # meaningless; the rule is exact because e_x there is the fixed all-PAD embedding.
-        pad = self.pad_positions(e_x)
-        tokens = tokens.masked_fill(pad.unsqueeze(-1), 0)
+        # meaningless.
+        tokens = tokens.masked_fill(pad.unsqueeze(-1), PAD)
         logprob = logprob.masked_fill(pad.unsqueeze(-1), 0.0)
         return tokens, logprob, out.q_halt.float(), torch.sigmoid(out.value_logit.float())
 
+    def pad_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """bool [B, L] on the model's device: the content positions whose input sub-tokens are all PAD.
+        From the tokens, so exact whatever the dtype the step runs in."""
+        return (x == PAD).all(-1).to(self.device)
+
     def pad_positions(self, e_x: torch.Tensor) -> torch.Tensor:
-        """bool [B, L]: content positions whose input was all PAD, read off e_x by comparison with the
-        embedding of an all-PAD input (the same computation, so equal up to rounding).
+        """bool [B, L]: pad_mask for a caller that has only e_x, read off it by comparison with the
+        embedding of an all-PAD input (the same computation, so equal up to rounding). Prefer passing
+        the tokens to ``step``: this is a float comparison, and it already needed fixing once.
 
         The tolerance follows the dtype: the bf16 CPU path gets e_x encoded in fp32 and rounded, while
         this reference is encoded in bf16 arithmetic, a few bf16 ulps apart; a fixed 1e-3 missed every PAD

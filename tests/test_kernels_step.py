@@ -16,7 +16,7 @@ from kernels.backend import kernels_mode  # noqa: E402
 from model.config import config_for  # noqa: E402
 from model.fast_path import cpu_path  # noqa: E402
 from model.fast_path.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
-from model.fast_path.workload import randomize_zero_heads, step_inputs  # noqa: E402
+from model.fast_path.workload import randomize_zero_heads, step_inputs, step_tokens  # noqa: E402
 from model.gram import build_model  # noqa: E402
 from model.layers import SelfAttention  # noqa: E402
 from model.step_impl import DEFAULT, StepImpl  # noqa: E402
@@ -83,6 +83,21 @@ def test_prior_temperature_reaches_every_step_path() -> None:
     assert (compiled_hot.h[1:] - want.h[1:]).abs().max() < (compiled_cold.h[1:] - want.h[1:]).abs().max()
     _assert_steps_close(graphed_cold, cold)
     _assert_steps_close(graphed_hot, want)
+
+
+@pytest.mark.usefixtures("torch_kernels")
+def test_every_step_path_takes_the_input_tokens() -> None:
+    """The runner's paths pass x on to GRAM.step (PAD positions from the tokens) with the same result."""
+    model = _small_model("attn")
+    h, l, e_x, noise = step_inputs(model, 3)
+    x = step_tokens(model, 3)
+    want = model.step(h, l, e_x, noise)
+    graphed = GraphedStep(model, buckets=(4,), emulate=True)
+    for step in (model.step, cpu_path.make_step(model, "bf16"), graphed):
+        without, with_x = step(h, l, e_x, noise), step(h, l, e_x, noise, x)
+        assert torch.equal(with_x.tokens, without.tokens) and torch.equal(with_x.h, without.h)
+    _assert_steps_close(graphed(h, l, e_x, noise, x), want)
+    assert graphed.captures == 2  # with and without tokens: one graph each
 
 
 def test_a_slot_steps_the_same_alone_or_in_a_batch_on_the_triton_path() -> None:
@@ -191,12 +206,13 @@ def test_compiled_path_never_compiles_on_an_engine_step() -> None:
     step = cpu_path.make_step(model, "bf16+compile")
     with torch._dynamo.config.patch(error_on_recompile=True):  # restores the setting (monkeypatch did not)
         for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
-            if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
-                with torch.inference_mode():
-                    out = step(*step_inputs(model, batch))
-            else:  # a measurement or a test makes them outside it
-                out = step(*step_inputs(model, batch))
-            assert out.h.shape[0] == batch
+            for tokens in ((), (step_tokens(model, batch),)):  # with or without the input tokens
+                if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
+                    with torch.inference_mode():
+                        out = step(*step_inputs(model, batch), *tokens)
+                else:  # a measurement or a test makes them outside it
+                    out = step(*step_inputs(model, batch), *tokens)
+                assert out.h.shape[0] == batch
 
 
 def test_compile_transition_uses_the_short_attention_on_its_copy_only() -> None:
@@ -212,11 +228,15 @@ def test_compiled_decode_matches_the_eager_one() -> None:
     on the same state it must give the eager decode's tokens and PAD rows, and its scores."""
     model = _small_model("attn").to(torch.bfloat16)
     compiled = cpu_path.compile_transition(copy.deepcopy(model))
-    h, _, e_x, _ = step_inputs(model, 5)
+    h, _, _, _ = step_inputs(model, 5)
+    x = step_tokens(model, 5)
+    x[1:3, -4:] = 0  # absent nodes
     with torch.inference_mode():
-        h, e_x = h.to(torch.bfloat16).clone(), e_x.to(torch.bfloat16).clone()
-        eager = model.decode(h, e_x)
-        got = compiled.decode(h, e_x)
+        h, e_x = h.to(torch.bfloat16).clone(), model.encode(x).clone()
+        pad = model.pad_mask(x)
+        assert pad.any() and torch.equal(compiled.pad_positions(e_x), pad)
+        eager = model.decode(h, pad)
+        got = compiled.decode(h, pad)
     assert torch.equal(got[0], eager[0])  # tokens, PAD rows included
     for a, b in zip(got[1:], eager[1:], strict=True):  # token log-probs, q_halt, value
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)

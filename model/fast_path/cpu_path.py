@@ -36,7 +36,7 @@ ENV_VAR = "GRAM_CPU_PATH"
 PATHS = ("fp32", "bf16", "bf16+compile")
 SELECTABLE = (*PATHS, "compile")
 
-StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], Any]
+StepFn = Callable[..., Any]  # GRAM.step's signature: (h, l, e_x, noise, x=None) -> StepOutput
 
 
 def setting() -> str:
@@ -94,6 +94,9 @@ def compile_transition(net: Any) -> Any:
     # tokens and h bit for bit. Compiling the whole step as one graph saved more at 1 slot but took 60 s
     # to compile and changed h in bf16 rounding, so seeded answers would have changed.
     net.decode = torch.compile(net.decode, dynamic=True)
+    # For a caller that passes no tokens, the PAD positions read off e_x (GRAM.pad_positions): part of
+    # the compiled decode before GRAM.step took the tokens; a graph of its own keeps it off the eager path.
+    net.pad_positions = torch.compile(net.pad_positions, dynamic=True)
     return net
 
 
@@ -106,12 +109,12 @@ def _inference(fn: StepFn) -> StepFn:
     A missing temperature becomes 1 per slot (the same numbers: sigma * 1 is exact), so one graph serves
     steps with and without one."""
 
-    def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
+    def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any, x: Any = None) -> Any:
         with torch.inference_mode():
             noise = noise.with_unit_temperature(h.shape[0], h.device)
             keys = dataclasses.replace(noise, **{f.name: getattr(noise, f.name).clone()
                                                  for f in dataclasses.fields(noise)})
-            return fn(h.clone(), l.clone(), e_x.clone(), keys)
+            return fn(h.clone(), l.clone(), e_x.clone(), keys, None if x is None else x.clone())
 
     return step
 
@@ -134,8 +137,8 @@ def make_step(model: Any, path: str) -> StepFn:
         if path == "bf16+compile":
             compile_transition(low)
 
-        def step_bf16(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
-            out = low.step(h.to(torch.bfloat16), l.to(torch.bfloat16), e_x.to(torch.bfloat16), noise)
+        def step_bf16(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any, x: Any = None) -> Any:
+            out = low.step(h.to(torch.bfloat16), l.to(torch.bfloat16), e_x.to(torch.bfloat16), noise, x)
             return _cast_output(out, h.dtype)
 
         return step_bf16 if path == "bf16" else _warm(_inference(step_bf16), model)

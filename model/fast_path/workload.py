@@ -10,16 +10,21 @@ import torch
 from model.gram import NoiseKeys
 
 
+def step_tokens(model: Any, batch: int, seed: int = 0) -> torch.Tensor:
+    """The random input tokens step_inputs encodes (int64 [batch, L, G_in], on the model's device)."""
+    c = model.config
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, c.in_vocab, (batch, c.seq_len, c.in_group), generator=gen).to(model.device)
+
+
 def step_inputs(
     model: Any, batch: int, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
-    """(h, l, e_x, noise) for ``batch`` slots on the model's device, in the model's dtype."""
-    c = model.config
+    """(h, l, e_x, noise) for ``batch`` slots on the model's device, in the model's dtype; the tokens
+    e_x encodes are step_tokens(model, batch, seed)."""
     device = model.device
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, c.in_vocab, (batch, c.seq_len, c.in_group), generator=gen)
     with torch.no_grad():
-        e_x = model.encode(x.to(device))
+        e_x = model.encode(step_tokens(model, batch, seed))
     h, l = model.init_state(batch)
     keys = torch.arange(batch, dtype=torch.int64, device=device)
     noise = NoiseKeys(seed=keys + seed * 1_000_003, traj=keys, step=torch.zeros_like(keys))
