@@ -1,4 +1,4 @@
-"""The GRAM network (arXiv 2605.19376; GRAM.md section 1) and its inference interface.
+"""The GRAM network (arXiv 2605.19376; docs/GRAM.md) and its inference interface.
 
     e_x = f_enc(x)                                       (eq. 1)   once per request
     one transition z_{t-1} -> z_t:                       (eqs. 6-9)
