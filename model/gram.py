@@ -187,21 +187,23 @@ class GRAM(nn.Module):
         ``x``: the slots' input tokens (int64 [B, L, G_in], those e_x was encoded from), whose all-PAD
         positions decode to PAD (``pad_mask``: exact). A caller that keeps no tokens may leave it out;
         the positions are then read off e_x (``pad_positions``: a float comparison)."""
-        pad = self.pad_mask(x) if x is not None else self.pad_positions(e_x)
         for t in range(self.config.T):
             h, l = self.transition(h, l, e_x, self._prior_guide(noise, t))
-        tokens, logprob, q_halt, value = self.decode(h, pad)
+        tokens, logprob, q_halt, value = self.decode(h, e_x, x)
         return StepOutput(h=h, l=l, tokens=tokens, token_logprob=logprob, q_halt=q_halt, value=value)
 
-    def decode(self, h: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The end of a step (eq. 2): (tokens, token_logprob, q_halt, value) from h, with the ``pad``
-        positions (bool [B, L]) PAD in the answer. A method of its own so that the CPU path can compile
-        it as one graph (model/fast_path/cpu_path.py)."""
+    def decode(
+        self, h: torch.Tensor, e_x: torch.Tensor, x: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """The end of a step (eq. 2): (tokens, token_logprob, q_halt, value) from h. A method of its own
+        so that the CPU path can compile it as one graph (model/fast_path/cpu_path.py), the PAD positions
+        included: from the tokens x when given, else read off e_x."""
         out = self.readout(h)
         tokens, logprob = ops.decode_epilogue(out.logits)
         # README contract: a position whose input sub-tokens are all PAD (off-board cell, absent node) is
         # PAD in the answer. Training never scores those positions, so the decoder's guess there is
         # meaningless.
+        pad = self.pad_mask(x) if x is not None else self.pad_positions(e_x)
         tokens = tokens.masked_fill(pad.unsqueeze(-1), PAD)
         logprob = logprob.masked_fill(pad.unsqueeze(-1), 0.0)
         return tokens, logprob, out.q_halt.float(), torch.sigmoid(out.value_logit.float())

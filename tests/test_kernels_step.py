@@ -203,10 +203,11 @@ def test_compiled_path_never_compiles_on_an_engine_step() -> None:
     import torch._dynamo
 
     model = _small_model("attn")
-    step = cpu_path.make_step(model, "bf16+compile")
-    with torch._dynamo.config.patch(error_on_recompile=True):  # restores the setting (monkeypatch did not)
-        for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
-            for tokens in ((), (step_tokens(model, batch),)):  # with or without the input tokens
+    for with_tokens in (False, True):  # a caller that passes the input tokens x, and one that does not
+        step = cpu_path.make_step(model, "bf16+compile", tokens=with_tokens)
+        with torch._dynamo.config.patch(error_on_recompile=True):  # restores the setting
+            for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
+                tokens = (step_tokens(model, batch),) if with_tokens else ()
                 if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
                     with torch.inference_mode():
                         out = step(*step_inputs(model, batch), *tokens)
@@ -233,10 +234,10 @@ def test_compiled_decode_matches_the_eager_one() -> None:
     x[1:3, -4:] = 0  # absent nodes
     with torch.inference_mode():
         h, e_x = h.to(torch.bfloat16).clone(), model.encode(x).clone()
-        pad = model.pad_mask(x)
-        assert pad.any() and torch.equal(compiled.pad_positions(e_x), pad)
-        eager = model.decode(h, pad)
-        got = compiled.decode(h, pad)
+        assert model.pad_mask(x).any()
+        eager = model.decode(h, e_x)
+        got = compiled.decode(h, e_x)
+        assert torch.equal(compiled.decode(h, e_x, x)[0], got[0])  # PAD rows from the tokens: the same
     assert torch.equal(got[0], eager[0])  # tokens, PAD rows included
     for a, b in zip(got[1:], eager[1:], strict=True):  # token log-probs, q_halt, value
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)

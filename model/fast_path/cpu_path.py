@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from kernels.flops import count_flops
-from model.fast_path.workload import step_inputs
+from model.fast_path.workload import step_inputs, step_tokens
 from model.step_impl import StepImpl
 
 ENV_VAR = "GRAM_CPU_PATH"
@@ -94,9 +94,6 @@ def compile_transition(net: Any) -> Any:
     # tokens and h bit for bit. Compiling the whole step as one graph saved more at 1 slot but took 60 s
     # to compile and changed h in bf16 rounding, so seeded answers would have changed.
     net.decode = torch.compile(net.decode, dynamic=True)
-    # For a caller that passes no tokens, the PAD positions read off e_x (GRAM.pad_positions): part of
-    # the compiled decode before GRAM.step took the tokens; a graph of its own keeps it off the eager path.
-    net.pad_positions = torch.compile(net.pad_positions, dynamic=True)
     return net
 
 
@@ -119,17 +116,24 @@ def _inference(fn: StepFn) -> StepFn:
     return step
 
 
-def _warm(fn: StepFn, model: Any) -> StepFn:
+def _warm(fn: StepFn, model: Any, tokens: bool) -> StepFn:
     """Compile now rather than on a request: dynamo gives batch 1 its own graph and batches >= 2 one
-    dynamic graph, so both are built here (a lone width-1 request otherwise paid a 20 s compile)."""
+    dynamic graph, so both are built here (a lone width-1 request otherwise paid a 20 s compile). The
+    decode's graph differs with and without the input tokens (PAD positions from x or from e_x): the one
+    the caller will use is built."""
     for batch in (1, 2):
-        fn(*step_inputs(model, batch))
+        fn(*step_inputs(model, batch), *_tokens(model, batch, tokens))
     return fn
 
 
-def make_step(model: Any, path: str) -> StepFn:
+def _tokens(model: Any, batch: int, tokens: bool) -> tuple[torch.Tensor, ...]:
+    return (step_tokens(model, batch),) if tokens else ()
+
+
+def make_step(model: Any, path: str, tokens: bool = False) -> StepFn:
     """A callable with model.step's signature running ``path``; the model itself is left untouched.
-    Compiled paths are compiled before this returns (seconds; see compile_transition)."""
+    Compiled paths are compiled before this returns (seconds; see compile_transition), for steps called
+    with the input tokens (x) when ``tokens``, else without."""
     if path == "fp32":
         return model.step
     if path in ("bf16", "bf16+compile"):
@@ -141,9 +145,9 @@ def make_step(model: Any, path: str) -> StepFn:
             out = low.step(h.to(torch.bfloat16), l.to(torch.bfloat16), e_x.to(torch.bfloat16), noise, x)
             return _cast_output(out, h.dtype)
 
-        return step_bf16 if path == "bf16" else _warm(_inference(step_bf16), model)
+        return step_bf16 if path == "bf16" else _warm(_inference(step_bf16), model, tokens)
     if path == "compile":
-        return _warm(_inference(compile_core(copy.deepcopy(model)).step), model)
+        return _warm(_inference(compile_core(copy.deepcopy(model)).step), model, tokens)
     raise ValueError(f"unknown CPU path {path!r}; known: {', '.join(SELECTABLE)}")
 
 
@@ -161,42 +165,44 @@ class PathFigures:
 
 
 def measure(model: Any, batch: int, paths: tuple[str, ...] = PATHS, repeats: int = 2,
-            keep: dict[str, StepFn] | None = None) -> list[PathFigures]:
-    """Time one supervision step at ``batch`` slots on each path (best of ``repeats`` after a warm-up);
-    the step callables are stored in ``keep`` when given, so the winner need not be rebuilt."""
-    h, l, e_x, noise = step_inputs(model, batch)
-    flops = count_flops(lambda: model.step(h, l, e_x, noise))
+            keep: dict[str, StepFn] | None = None, tokens: bool = False) -> list[PathFigures]:
+    """Time one supervision step at ``batch`` slots on each path (best of ``repeats`` after a warm-up),
+    called as the caller will (with the input tokens when ``tokens``); the step callables are stored in
+    ``keep`` when given, so the winner need not be rebuilt."""
+    args = (*step_inputs(model, batch), *_tokens(model, batch, tokens))
+    flops = count_flops(lambda: model.step(*args))
     figures = []
     for path in paths:
         t0 = time.perf_counter()
-        fn = make_step(model, path)
+        fn = make_step(model, path, tokens)
         if keep is not None:
             keep[path] = fn
-        fn(h, l, e_x, noise)
+        fn(*args)
         warm = time.perf_counter() - t0  # building the path (compiling it) and its first step
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            fn(h, l, e_x, noise)
+            fn(*args)
             best = min(best, time.perf_counter() - t0)
         figures.append(PathFigures(path, batch, best, warm, batch / best, flops / best / 1e9))
     return figures
 
 
 def choose(model: Any, batch: int, paths: tuple[str, ...] = PATHS, repeats: int = 2,
-           keep: dict[str, StepFn] | None = None) -> tuple[str, list[PathFigures]]:
+           keep: dict[str, StepFn] | None = None, tokens: bool = False) -> tuple[str, list[PathFigures]]:
     """The path to run: GRAM_CPU_PATH when it names one (no measurement, empty figures), else the fastest
     by measurement at ``batch``."""
     chosen = setting()
     if chosen != "auto":
         return chosen, []
-    figures = measure(model, batch, paths, repeats, keep)
+    figures = measure(model, batch, paths, repeats, keep, tokens)
     best = min(figures, key=lambda f: f.step_s)
     return best.path, figures
 
 
-def prepare(model: Any, batch: int) -> tuple[StepFn, str, list[PathFigures]]:
-    """choose() and the step callable of the chosen path."""
+def prepare(model: Any, batch: int, tokens: bool = False) -> tuple[StepFn, str, list[PathFigures]]:
+    """choose() and the step callable of the chosen path (built for calls with the tokens x when
+    ``tokens``)."""
     built: dict[str, StepFn] = {}
-    path, figures = choose(model, batch, keep=built)
-    return built.get(path) or make_step(model, path), path, figures
+    path, figures = choose(model, batch, keep=built, tokens=tokens)
+    return built.get(path) or make_step(model, path, tokens), path, figures

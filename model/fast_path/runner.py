@@ -23,8 +23,10 @@ from model.step_impl import StepImpl
 
 
 def make_runner(model: Any, batch_hint: int = 256, *, fused: bool = True, graphs: bool = True,
-                buckets: Sequence[int] | None = None) -> tuple[cpu_path.StepFn, str]:
-    """(step function, a one-line description of the path for logs and metrics labels)."""
+                buckets: Sequence[int] | None = None, tokens: bool = False) -> tuple[cpu_path.StepFn, str]:
+    """(step function, a one-line description of the path for logs and metrics labels). ``tokens``: the
+    caller passes the slots' input tokens as x (PAD positions from them, exactly), so a compiled CPU
+    path builds that graph ahead; either way the step accepts both."""
     if model.device.type == "cuda":
         net = copy.deepcopy(model)
         parts = ["cuda", "triton"]
@@ -35,5 +37,5 @@ def make_runner(model: Any, batch_hint: int = 256, *, fused: bool = True, graphs
             parts.append("graphs")
             return GraphedStep(net, buckets or default_buckets(max(batch_hint, 8))), "+".join(parts)
         return net.step, "+".join(parts)
-    step, path, _ = cpu_path.prepare(model, batch_hint)
+    step, path, _ = cpu_path.prepare(model, batch_hint, tokens)
     return step, f"cpu+{path}"
