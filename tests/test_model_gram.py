@@ -198,3 +198,13 @@ def test_the_pad_mask_comes_from_the_tokens_and_agrees_with_the_embedding(task: 
         for field in ("h", "tokens", "token_logprob", "q_halt", "value"):
             assert torch.equal(getattr(with_x, field), getattr(without, field)), field
         assert bool((with_x.tokens[want] == 0).all())
+
+
+def test_the_torch_only_copy_of_the_token_layouts_matches_the_task_modules() -> None:
+    """model.config.KNOWN_SPECS stands in for the task modules where pydantic is missing (a GPU box)."""
+    from model.config import KNOWN_SPECS, spec_for
+    from model.tasks.registry import TASKS
+
+    assert set(KNOWN_SPECS) == set(TASKS)
+    for name in TASKS:
+        assert KNOWN_SPECS[name] == spec_for(name), name
