@@ -1,6 +1,7 @@
 """Which implementation an op runs: the Triton kernels or the torch references.
 
-GRAM_KERNELS (read at every call, so tests can switch it):
+GRAM_KERNELS, read once when this module is imported (``set_mode`` / ``kernels_mode`` switch it later:
+the tools and tests that compare implementations):
 - "auto" (default): Triton for CUDA tensors when triton imports, torch references otherwise.
 - "torch": always the references.
 - "triton": always Triton; CPU tensors run under the Triton interpreter (TRITON_INTERPRET=1), which is how
@@ -16,6 +17,8 @@ import functools
 import importlib
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -28,11 +31,38 @@ PRIOR_MAX_WIDTH = 256
 MODES = ("auto", "torch", "triton")
 
 
-def mode() -> str:
-    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+def _parse(value: str | None) -> str:
+    value = (value or "auto").strip().lower() or "auto"
     if value not in MODES:
         raise ValueError(f"{ENV_VAR}={value!r} is not one of {', '.join(MODES)}")
     return value
+
+
+# Every op asks which implementation to run; an environment lookup per op (~100 per step) was a cost and
+# a hidden switch, so the variable is read here, once.
+_mode = _parse(os.environ.get(ENV_VAR))
+
+
+def mode() -> str:
+    return _mode
+
+
+def set_mode(value: str | None) -> str:
+    """Run every later op call as ``value`` ("auto", "torch" or "triton"; None: GRAM_KERNELS as the
+    environment says now) and return the mode it replaces, for a caller that restores it."""
+    global _mode
+    previous, _mode = _mode, _parse(os.environ.get(ENV_VAR) if value is None else value)
+    return previous
+
+
+@contextmanager
+def kernels_mode(value: str) -> Iterator[None]:
+    """Run the ops of a block as ``value`` (a comparison of implementations), then restore the mode."""
+    previous = set_mode(value)
+    try:
+        yield
+    finally:
+        set_mode(previous)
 
 
 def _needs_autograd(tensors: tuple[Any, ...]) -> bool:

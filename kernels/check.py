@@ -1,6 +1,7 @@
 """python -m kernels.check: every Triton kernel against its torch reference at several shapes (odd sizes
-included, so masking is exercised), then whole supervision steps of a small model, Triton path (and the
-fused low-level update) against the torch path. Prints a table of max errors; exits 1 on any mismatch.
+included, so masking is exercised). Prints a table of max errors; exits 1 on any mismatch. Whole
+supervision steps of a model, Triton (and the fused low-level update) against torch, are checked by
+``python -m model.fast_path.check``, which reuses this table.
 
 On CUDA the kernels run natively (the references run on the same GPU); without CUDA they run under the
 Triton interpreter (TRITON_INTERPRET=1, set here before triton is imported), slowly but exactly.
@@ -9,7 +10,6 @@ Triton interpreter (TRITON_INTERPRET=1, set here before triton is imported), slo
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels import ops, reference
-from kernels.flops import kernels_mode
+from kernels.backend import kernels_mode, set_mode
 
 CUDA = torch.cuda.is_available()
 
@@ -36,7 +36,7 @@ class Row:
     ok: bool
 
 
-def _compare(name: str, shape: str, got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float) -> Row:
+def compare(name: str, shape: str, got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float) -> Row:
     if got.shape != want.shape or got.dtype != want.dtype:
         return Row(name, shape, str(want.dtype), float("inf"), float("inf"), False)
     g, w = got.double(), want.double()
@@ -59,7 +59,7 @@ def _run(name: str, shape: str, dtype: torch.dtype, fn: Callable[[], tuple[torch
     with kernels_mode("torch"):
         want = ref()
     suffix = ["", ".logprob"] if len(got) == 2 else [""]
-    return [_compare(name + s, shape, g, w, atol, rtol) for s, g, w in zip(suffix, got, want, strict=True)]
+    return [compare(name + s, shape, g, w, atol, rtol) for s, g, w in zip(suffix, got, want, strict=True)]
 
 
 def kernel_rows(device: torch.device) -> list[Row]:
@@ -101,6 +101,11 @@ def kernel_rows(device: torch.device) -> list[Row]:
             rows += _run("swiglu[transposed view]", s, dtype,
                          lambda xt=xt, wgu=wgu, wd=wd: (ops.swiglu(xt, wgu, wd),),
                          lambda xt=xt, wgu=wgu, wd=wd: (reference.swiglu(xt, wgu, wd),))
+            e1, e2 = (rnd(b, d_in, r, dtype=dtype).transpose(1, 2) for _ in range(2))  # the injections
+            rows += _run("swiglu[transposed, +2 inputs]", s, dtype,
+                         lambda xt=xt, wgu=wgu, wd=wd, e=(e1, e2): (ops.swiglu(xt, wgu, wd, extra_inputs=e),),
+                         lambda xt=xt, wgu=wgu, wd=wd, e=(e1, e2): (
+                             reference.swiglu(reference.inject(xt, *e), wgu, wd),))
         for b, length, dim in ((5, 7, 37), (3, 83, 96)):
             u = rnd(b, length, dim, dtype=dtype)
             proj = rnd(b, length, 2 * dim, dtype=dtype)
@@ -154,39 +159,8 @@ def kernel_rows(device: torch.device) -> list[Row]:
     words = reference.philox4x32(torch.arange(2016, device=device).view(1, -1), c_ & m, (s_ >> 32) & m,
                                  (t_ >> 32) & m, s_ & m, t_ & m)
     want = torch.stack(torch.broadcast_tensors(*words), dim=-1)
-    rows.append(_compare("philox4x32 words (bit-exact)", "4x2016x4",
+    rows.append(compare("philox4x32 words (bit-exact)", "4x2016x4",
                          triton_guidance.philox_words(seed, traj, ctr, 2016), want, 0.0, 0.0))
-    return rows
-
-
-def step_rows(device: torch.device, batch: int) -> list[Row]:
-    """One supervision step of a small model per mixer: Triton composed and fused vs the torch path."""
-    try:
-        from model.config import config_for
-        from model.gram import build_model
-    except ImportError as err:  # model/ not present: report it as a failed row, not a crash
-        return [Row(f"model step (import failed: {err})", "-", "-", float("inf"), float("inf"), False)]
-    from kernels.fused_core import fuse
-    from kernels.workload import randomize_zero_heads, step_inputs
-
-    rows = []
-    for task, mixer, d in (("sudoku", "mlp_t", 64), ("nqueens", "attn", 64)):
-        cfg = config_for(task, d_model=d, n_heads=4, n_layers=2, n_puzzle=2, T=2, K=2, mixer=mixer)
-        model = build_model(cfg, seed=0).eval().to(device)
-        randomize_zero_heads(model)
-        h, l, e_x, noise = step_inputs(model, batch)
-        with kernels_mode("torch"):
-            want = model.step(h, l, e_x, noise)
-        fused = copy.deepcopy(model)
-        fuse(fused)
-        shape = f"{task} {mixer} D{d} B{batch} T2K2x2"
-        for label, net in (("step[triton]", model), ("step[triton+fused]", fused)):
-            got = net.step(h, l, e_x, noise)
-            for field in ("h", "l", "token_logprob", "q_halt", "value"):
-                rows.append(_compare(f"{label}.{field}", shape, getattr(got, field), getattr(want, field),
-                                     1e-4, 1e-4))
-            agree = (got.tokens == want.tokens).double().mean().item()
-            rows.append(Row(f"{label}.tokens agree", shape, "int64", 1.0 - agree, 1.0 - agree, agree >= 0.99))
     return rows
 
 
@@ -197,15 +171,21 @@ def print_table(rows: list[Row]) -> None:
         print(f"{r.name:36} {r.shape:26} {r.dtype:9} {r.max_abs:12.3e} {r.scaled:12.3e}  {verdict}")
 
 
+def report(rows: list[Row], t0: float) -> int:
+    """Print the table and a summary; the exit status (1 on any mismatch)."""
+    print_table(rows)
+    failed = [r for r in rows if not r.ok]
+    print(f"{len(rows) - len(failed)}/{len(rows)} ok in {time.perf_counter() - t0:.1f}s")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-step", action="store_true", help="skip the whole-step check")
-    parser.add_argument("--batch", type=int, default=4, help="slots in the whole-step check")
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)
     # Before anything imports triton: without a GPU the kernels run under the interpreter.
     if not CUDA:
         os.environ["TRITON_INTERPRET"] = "1"
-    os.environ["GRAM_KERNELS"] = "triton"
+    set_mode("triton")
     device = torch.device("cuda" if CUDA else "cpu")
     mode = "CUDA (native Triton)" if CUDA else "CPU (Triton interpreter)"
     print(f"kernels.check on {mode}: torch {torch.__version__}", end="")
@@ -214,13 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f", triton {triton.__version__}")
     t0 = time.perf_counter()
     torch.set_grad_enabled(False)
-    rows = kernel_rows(device)
-    if not args.no_step:
-        rows += step_rows(device, args.batch)
-    print_table(rows)
-    failed = [r for r in rows if not r.ok]
-    print(f"{len(rows) - len(failed)}/{len(rows)} ok in {time.perf_counter() - t0:.1f}s")
-    return 1 if failed else 0
+    return report(kernel_rows(device), t0)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ matmul-class work counts, as is usual for "model FLOP/s" (norms, noise and activ
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch.utils import flop_counter
+
+from kernels.backend import kernels_mode
 
 aten = torch.ops.aten
 
@@ -32,20 +32,6 @@ def _sdpa_mapping() -> dict[Any, Any]:
         if op is not None:
             mapping[op] = _sdpa_flops
     return mapping
-
-
-@contextmanager
-def kernels_mode(value: str):
-    """Temporarily set GRAM_KERNELS (the dispatch reads it at every call)."""
-    old = os.environ.get("GRAM_KERNELS")
-    os.environ["GRAM_KERNELS"] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("GRAM_KERNELS", None)
-        else:
-            os.environ["GRAM_KERNELS"] = old
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

@@ -46,11 +46,17 @@ def inject(state: torch.Tensor, *injections: torch.Tensor) -> torch.Tensor:
 
 
 def swiglu(
-    x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *, impl: str = "auto"
+    x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, *, impl: str = "auto",
+    extra_inputs: tuple[torch.Tensor, ...] = (),
 ) -> torch.Tensor:
-    """impl (Triton only): "fused" one kernel (narrow widths), "composed" two GEMM kernels, "auto"."""
+    """swiglu(x + sum(extra_inputs)); the Triton kernel sums at most two extra inputs of x's shape in its
+    prologue, so x + sum is never materialised. impl (Triton only): "fused" one kernel (narrow widths),
+    "composed" two GEMM kernels, "auto"."""
     if use_triton(x, w_gate_up, w_down):
-        return load_kernels("triton_swiglu").swiglu(x, w_gate_up, w_down, impl=impl)
+        kernel = load_kernels("triton_swiglu").swiglu
+        return kernel(x, w_gate_up, w_down, impl=impl, extra_inputs=extra_inputs)
+    if extra_inputs:
+        x = reference.inject(x, *extra_inputs)
     return reference.swiglu(x, w_gate_up, w_down)
 
 

@@ -10,9 +10,7 @@ the Triton kernels implement the same function bit for bit on the integers.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -163,14 +161,6 @@ def swiglu_add_rmsnorm(
 def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values [B] as a [B, 1, ...] factor broadcasting over ``like`` [B, ...], in like's dtype and device."""
     return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def with_unit_temperature(noise: Any, batch: int, device: torch.device) -> Any:
-    """``noise`` (NoiseKeys) with a temperature of 1 per slot where it has none: the same numbers (sigma * 1
-    is exact), and one shape of inputs for a compiled or CUDA-graphed step, given a temperature or not."""
-    if getattr(noise, "temperature", False) is None:
-        return dataclasses.replace(noise, temperature=torch.ones(batch, device=device))
-    return noise
 
 
 def prior_guidance(

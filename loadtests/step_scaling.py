@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from kernels.cpu_path import StepFn
-from kernels.runner import make_runner
 from model.checkpoint import load_checkpoint
+from model.fast_path.cpu_path import StepFn
+from model.fast_path.runner import make_runner
 from model.gram import GRAM, NoiseKeys, tiny_model
 
 
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--path", choices=("engine", "model"), default="engine",
-                   help="engine: the step the service runs (kernels.runner: on a CPU the GRAM_CPU_PATH "
-                        "choice, timed at --hint slots when auto); model: plain model.step in fp32")
+                   help="engine: the step the service runs (model.fast_path.runner: on a CPU the "
+                        "GRAM_CPU_PATH choice, timed at --hint slots when auto); model: plain model.step")
     p.add_argument("--hint", type=int, default=32, help="slots the engine's CPU path is chosen at")
     p.add_argument("--csv", type=Path)
     p.add_argument("--png", type=Path)

@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # The token layout of each family (README "Tokens"): (seq_len, in_group, in_vocab, out_group, out_vocab).
-# The task modules are the source of truth; this copy lets model/ build a network for a family whose
-# module is not importable (e.g. on the GPU machine that only carries model/ and kernels/).
+# The task modules are the source; they import pydantic (their /solve request models), which a torch-only
+# machine (a GPU box running model/fast_path's scripts) may not have, so model/ keeps this copy to build a
+# network there. tests/test_model_gram.py keeps it equal to the task modules' specs.
 KNOWN_SPECS: dict[str, tuple[int, int, int, int, int]] = {
     "sudoku": (81, 1, 11, 1, 11),
     "nqueens": (12, 1, 14, 1, 14),
@@ -20,7 +21,7 @@ KNOWN_SPECS: dict[str, tuple[int, int, int, int, int]] = {
     "mnist": (49, 1, 2, 16, 3),
 }
 
-# Per-task KL weight beta (GRAM.md 2.4, paper B.2). Our KL is summed over D and averaged over positions,
+# Per-task KL weight beta (docs/GRAM.md, paper B.2). Our KL is summed over D and averaged over positions,
 # the CE is averaged over answer sub-tokens, so beta keeps the paper's meaning "nats of KL per nat of CE".
 PAPER_BETA: dict[str, float] = {
     "sudoku": 0.1,
@@ -127,16 +128,20 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def spec_for(task: str) -> tuple[int, int, int, int, int]:
-    """The family's token layout, from its task module when importable, else from KNOWN_SPECS."""
+    """The family's token layout (seq_len, in_group, in_vocab, out_group, out_vocab; README "Tokens"),
+    from its task module, or from KNOWN_SPECS where the task modules do not import (no pydantic); a
+    KeyError naming the known families otherwise. Imported here rather than at the top so that reading
+    a checkpoint's config stays stdlib-only."""
     try:
-        from model.tasks.registry import get_task  # noqa: PLC0415  (optional: families may be absent)
-
-        s = get_task(task).spec
-        return (s.seq_len, s.in_group, s.in_vocab, s.out_group, s.out_vocab)
-    except (ImportError, ValueError, KeyError, AttributeError):
-        if task not in KNOWN_SPECS:
-            raise KeyError(f"unknown task {task!r}; known: {sorted(KNOWN_SPECS)}") from None
-        return KNOWN_SPECS[task]
+        from model.tasks.registry import TASKS
+    except ImportError:
+        specs = KNOWN_SPECS
+    else:
+        specs = {name: (t.spec.seq_len, t.spec.in_group, t.spec.in_vocab, t.spec.out_group, t.spec.out_vocab)
+                 for name, t in TASKS.items()}
+    if task not in specs:
+        raise KeyError(f"unknown task {task!r}; known: {sorted(specs)}")
+    return specs[task]
 
 
 def config_for(task: str, **overrides: Any) -> GRAMConfig:

@@ -1,4 +1,4 @@
-"""The GRAM network (arXiv 2605.19376; GRAM.md section 1) and its inference interface.
+"""The GRAM network (arXiv 2605.19376; docs/GRAM.md) and its inference interface.
 
     e_x = f_enc(x)                                       (eq. 1)   once per request
     one transition z_{t-1} -> z_t:                       (eqs. 6-9)
@@ -9,11 +9,13 @@
     one supervision step = T transitions, then the decoder reads h (eq. 2) and the heads read h[:, 0].
 
 The engine calls ``encode``, ``init_state`` and ``step`` (README "Model inference interface"); the trainer
-uses ``transition`` and ``readout`` directly.
+uses ``transition`` and ``readout`` directly. How a step is computed fast (fused kernels, compiled CPU
+paths, CUDA graphs) is model/fast_path's business, through ``use_impl`` (model/step_impl.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +25,11 @@ import torch
 from torch import nn
 
 from kernels import ops
-from kernels.reference import per_row
 from model.config import GRAMConfig, config_for
 from model.layers import AttentionPosteriorHead, GaussianHead, GridPositions, PosteriorHead, ReasoningModule
+from model.step_impl import DEFAULT, StepImpl
+
+PAD = 0  # token 0 is PAD in every family's input and output (README "Tokens"; model/tasks/base.py)
 
 
 @dataclass
@@ -41,6 +45,13 @@ class NoiseKeys:
     # distinct puzzles solved at a given width, each trajectory a little less accurate (BENCHMARKS.md).
     # Training never sets it. sigma * 1.0 is exact, so a slot at 1 steps bit for bit as with None.
     temperature: torch.Tensor | None = None
+
+    def with_unit_temperature(self, batch: int, device: torch.device) -> NoiseKeys:
+        """These keys with a temperature of 1 per slot where they have none: the same numbers (sigma * 1
+        is exact), and one shape of inputs for a compiled or CUDA-graphed step, given a temperature or not."""
+        if self.temperature is None:
+            return dataclasses.replace(self, temperature=torch.ones(batch, device=device))
+        return self
 
 
 def served_temperature(model: Any, override: float | None = None) -> float:
@@ -83,6 +94,8 @@ Guide = Callable[[torch.Tensor], torch.Tensor]
 
 
 class GRAM(nn.Module):
+    impl: StepImpl = DEFAULT  # how this copy computes a step (use_impl); the default is the reference
+
     def __init__(self, config: GRAMConfig, card: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
@@ -149,6 +162,14 @@ class GRAM(nn.Module):
         pos = self.pos_emb if self.grid_pos is None else torch.cat((self.pos_emb, self.grid_pos()), dim=0)
         return math.sqrt(c.d_model) * (torch.cat((puzzle, content), dim=1) + pos)
 
+    def use_impl(self, impl: StepImpl) -> GRAM:
+        """Compute steps as ``impl`` says (model/step_impl.py) in this model and every module of it that
+        reads it; returns the model. The fast paths call it on their own copy (model/fast_path)."""
+        for module in self.modules():
+            if "impl" in type(module).__dict__:  # the classes that declare one read it
+                module.impl = impl
+        return self
+
     def init_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(h0, l0) [batch, P + L, D] from the stored z0 (fresh tensors the caller may write into)."""
         shape = (batch, self.config.total_len, self.config.d_model)
@@ -157,30 +178,45 @@ class GRAM(nn.Module):
         return h0, l0
 
     @torch.no_grad()
-    def step(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys) -> StepOutput:
-        """ONE supervision step (T transitions with the prior) for B slots, then decode (eq. 2)."""
-        c = self.config
-        for t in range(c.T):
+    def step(
+        self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: NoiseKeys,
+        x: torch.Tensor | None = None,
+    ) -> StepOutput:
+        """ONE supervision step (T transitions with the prior) for B slots, then decode (eq. 2).
+
+        ``x``: the slots' input tokens (int64 [B, L, G_in], those e_x was encoded from), whose all-PAD
+        positions decode to PAD (``pad_mask``: exact). A caller that keeps no tokens may leave it out;
+        the positions are then read off e_x (``pad_positions``: a float comparison)."""
+        for t in range(self.config.T):
             h, l = self.transition(h, l, e_x, self._prior_guide(noise, t))
-        tokens, logprob, q_halt, value = self.decode(h, e_x)
+        tokens, logprob, q_halt, value = self.decode(h, e_x, x)
         return StepOutput(h=h, l=l, tokens=tokens, token_logprob=logprob, q_halt=q_halt, value=value)
 
-    def decode(self, h: torch.Tensor, e_x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def decode(
+        self, h: torch.Tensor, e_x: torch.Tensor, x: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """The end of a step (eq. 2): (tokens, token_logprob, q_halt, value) from h. A method of its own
-        so that the CPU path can compile it as one graph (kernels/cpu_path.py)."""
+        so that the CPU path can compile it as one graph (model/fast_path/cpu_path.py), the PAD positions
+        included: from the tokens x when given, else read off e_x."""
         out = self.readout(h)
         tokens, logprob = ops.decode_epilogue(out.logits)
         # README contract: a position whose input sub-tokens are all PAD (off-board cell, absent node) is
         # PAD in the answer. Training never scores those positions, so the decoder's guess there is
-        # meaningless; the rule is exact because e_x there is the fixed all-PAD embedding.
-        pad = self.pad_positions(e_x)
-        tokens = tokens.masked_fill(pad.unsqueeze(-1), 0)
+        # meaningless.
+        pad = self.pad_mask(x) if x is not None else self.pad_positions(e_x)
+        tokens = tokens.masked_fill(pad.unsqueeze(-1), PAD)
         logprob = logprob.masked_fill(pad.unsqueeze(-1), 0.0)
         return tokens, logprob, out.q_halt.float(), torch.sigmoid(out.value_logit.float())
 
+    def pad_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """bool [B, L] on the model's device: the content positions whose input sub-tokens are all PAD.
+        From the tokens, so exact whatever the dtype the step runs in."""
+        return (x == PAD).all(-1).to(self.device)
+
     def pad_positions(self, e_x: torch.Tensor) -> torch.Tensor:
-        """bool [B, L]: content positions whose input was all PAD, read off e_x by comparison with the
-        embedding of an all-PAD input (the same computation, so equal up to rounding).
+        """bool [B, L]: pad_mask for a caller that has only e_x, read off it by comparison with the
+        embedding of an all-PAD input (the same computation, so equal up to rounding). Prefer passing
+        the tokens to ``step``: this is a float comparison, and it already needed fixing once.
 
         The tolerance follows the dtype: the bf16 CPU path gets e_x encoded in fp32 and rounded, while
         this reference is encoded in bf16 arithmetic, a few bf16 ulps apart; a fixed 1e-3 missed every PAD
@@ -206,14 +242,13 @@ class GRAM(nn.Module):
         return guide(u), l
 
     def _prior_guide(self, noise: NoiseKeys, t: int) -> Guide:
+        """Transition t of supervision step n draws the counter n * T + t of each slot's stream."""
         T = self.config.T
 
         def guide(u: torch.Tensor) -> torch.Tensor:
-            mu, sigma = self.prior(u)
-            if noise.temperature is not None:
-                sigma = sigma * per_row(noise.temperature, sigma)
-            counter = noise.step.to(u.device) * T + t
-            return ops.guidance(u, mu, sigma, noise.seed.to(u.device), noise.traj.to(u.device), counter)
+            d = u.device
+            return self.prior.sample(u, noise.seed.to(d), noise.traj.to(d), noise.step.to(d) * T + t,
+                                     noise.temperature, fused=self.impl.fused)
 
         return guide
 

@@ -1,6 +1,8 @@
-"""Building blocks of the recursive core (GRAM.md 1.5): post-norm blocks of [token mixer + SwiGLU].
+"""Building blocks of the recursive core (docs/GRAM.md): post-norm blocks of [token mixer + SwiGLU].
 
 Every fused op goes through ``kernels.ops`` so the Triton kernels replace them without touching this file.
+The modules that compute differently on a fast path (the fused low-level update, the short-form
+attention) read the model's StepImpl (model/step_impl.py), set with GRAM.use_impl.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from torch import nn
 
 from kernels import ops, reference
 from model.config import GRAMConfig
+from model.step_impl import DEFAULT, StepImpl
+
+# The fused path's sequence mixer takes the state plus at most two injections in its kernel's prologue.
+MAX_FOLDED_INJECTIONS = 2
 
 
 def _trunc_normal(shape: tuple[int, ...], std: float) -> nn.Parameter:
@@ -41,12 +47,12 @@ class SelfAttention(nn.Module):
     calls per supervision step; on a 2-core CPU that is a measurable cost for no accuracy we could show in
     the training budget, so the shipped models use learned absolute positions.
 
-    ``short_form``: compute the attention as ``reference.short_attention`` instead of SDPA. Only the
-    compiled CPU path sets it (kernels.cpu_path), where the inductor fuses it and it is the faster form
-    for the shipped models' short sequences.
+    ``impl.short_attention``: compute the attention as ``reference.short_attention`` instead of SDPA.
+    Only the compiled CPU path asks for it (model/fast_path/cpu_path.py), where the inductor fuses it and
+    it is the faster form for the shipped models' short sequences.
     """
 
-    short_form: bool = False
+    impl: StepImpl = DEFAULT
 
     def __init__(self, cfg: GRAMConfig) -> None:
         super().__init__()
@@ -59,7 +65,7 @@ class SelfAttention(nn.Module):
         b, s, d = x.shape
         qkv = F.linear(x, self.w_qkv).view(b, s, 3, self.n_heads, d // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, d_head]
-        if self.short_form:
+        if self.impl.short_attention:
             out = reference.short_attention(q, k, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v)
@@ -73,8 +79,15 @@ class SequenceMLP(nn.Module):
         super().__init__()
         self.mlp = SwiGLU(cfg.total_len, cfg.seq_hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x.transpose(1, 2)).transpose(1, 2)
+    def forward(self, x: torch.Tensor, *injections: torch.Tensor) -> torch.Tensor:
+        """Mix x + sum(injections) across the sequence axis. The injections (the fused path's) are
+        summed in the SwiGLU kernel's prologue, so that sum is never materialised. Transposed views, no
+        copies: the result's transpose back to [B, S, D] is contiguous."""
+        xt = x.transpose(1, 2)
+        if not injections:
+            return self.mlp(xt).transpose(1, 2)
+        extra = tuple(t.transpose(1, 2) for t in injections)
+        return ops.swiglu(xt, self.mlp.w_gate_up, self.mlp.w_down, extra_inputs=extra).transpose(1, 2)
 
 
 class Block(nn.Module):
@@ -89,6 +102,21 @@ class Block(nn.Module):
         x = ops.add_rmsnorm(x, self.mixer(x))
         return ops.add_rmsnorm(x, self.mlp(x))
 
+    def forward_fused(self, x: torch.Tensor, injections: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+        """forward(x + sum(injections)) in fewer ops (StepImpl.fused): the MLP sub-layer
+        rms_norm(x + swiglu(x)) is one op, and a sequence mixer takes the injections in its kernel's
+        prologue while the norm takes them again as summands (rms_norm(l + h + e_x + Mix)), so their sum
+        is never materialised. Attention keeps its projections and SDPA, with the injection and norms as
+        ops."""
+        foldable = len(injections) <= MAX_FOLDED_INJECTIONS and all(t.shape == x.shape for t in injections)
+        if injections and foldable and isinstance(self.mixer, SequenceMLP):
+            x = ops.sum_rmsnorm(x, *injections, self.mixer(x, *injections))
+        else:
+            if injections:
+                x = ops.inject(x, *injections)
+            x = ops.add_rmsnorm(x, self.mixer(x))
+        return ops.swiglu_add_rmsnorm(x, self.mlp.w_gate_up, self.mlp.w_down)
+
 
 class ReasoningModule(nn.Module):
     """One network used for both updates (TRM): f_L(l, h + e_x) = Layers(l + h + e_x) (eq. 7) and
@@ -98,7 +126,15 @@ class ReasoningModule(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
 
+    impl: StepImpl = DEFAULT
+
     def forward(self, state: torch.Tensor, *injections: torch.Tensor) -> torch.Tensor:
+        if self.impl.fused:  # same result, fewer kernel launches (Block.forward_fused)
+            first, *rest = self.layers
+            x = first.forward_fused(state, injections)
+            for layer in rest:
+                x = layer.forward_fused(x)
+            return x
         x = ops.inject(state, *injections)
         for layer in self.layers:
             x = layer(x)
@@ -125,6 +161,21 @@ class GaussianHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, raw = self.proj(feats).chunk(2, dim=-1)
         return mu, self.sigma_min + F.softplus(raw.float()).to(mu.dtype)
+
+    def sample(
+        self, u: torch.Tensor, seed: torch.Tensor, traj: torch.Tensor, counter: torch.Tensor,
+        temperature: torch.Tensor | None = None, fused: bool = False,
+    ) -> torch.Tensor:
+        """h = u + mu + sigma * eps with eps from each slot's counter stream (eq. 9 with this head as the
+        prior), sigma scaled by each slot's ``temperature`` (float [B]) when given. ``fused``: the head
+        GEMM, softplus, noise and update as one op (ops.prior_guidance), the same function."""
+        if fused:
+            w, b = self.proj.weight, self.proj.bias
+            return ops.prior_guidance(u, w, b, self.sigma_min, seed, traj, counter, temperature)
+        mu, sigma = self(u)
+        if temperature is not None:
+            sigma = sigma * reference.per_row(temperature, sigma)
+        return ops.guidance(u, mu, sigma, seed, traj, counter)
 
 
 class GridPositions(nn.Module):

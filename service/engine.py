@@ -84,7 +84,7 @@ class Engine:
         # that are not GRAM models run their own step.
         step, self.step_path = None, "model.step"
         if isinstance(model, GRAM) and (self.device.type != "cuda" or settings.cuda_runner):
-            from kernels.runner import make_runner
+            from model.fast_path.runner import make_runner
 
             step, self.step_path = make_runner(model, batch_hint=self.slots)
             log.info("engine %s: step path %s", name, self.step_path)

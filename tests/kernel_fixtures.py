@@ -3,8 +3,12 @@ those modules rather than for the whole suite, as a conftest.py would make them)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
+
+from kernels.backend import kernels_mode
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +21,14 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
-def triton_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+def triton_mode() -> Iterator[None]:
     """Route kernels.ops to the Triton kernels (the interpreter on CPU)."""
-    monkeypatch.setenv("GRAM_KERNELS", "triton")
+    with kernels_mode("triton"):
+        yield
+
+
+@pytest.fixture
+def torch_kernels() -> Iterator[None]:
+    """Route kernels.ops to the torch references for one test."""
+    with kernels_mode("torch"):
+        yield

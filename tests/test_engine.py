@@ -264,7 +264,7 @@ def test_slot_state_survives_moves_between_batches() -> None:
 
 
 def test_engine_steps_a_gram_model_through_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CPU the engine runs kernels.runner's choice (GRAM_CPU_PATH), not plain fp32 model.step."""
+    """On CPU the engine runs model.fast_path.runner's choice (GRAM_CPU_PATH), not plain fp32 model.step."""
     from model.gram import tiny_model
     from model.tasks.registry import get_task
 

@@ -129,13 +129,13 @@ def test_kl_is_zero_for_equal_gaussians() -> None:
     assert ops.gaussian_kl(mu, sigma, mu, sigma).abs().max() < 1e-6
 
 
-def test_dispatch_torch_mode_never_loads_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
-    assert not backend.use_triton(torch.zeros(2))
-    monkeypatch.setenv("GRAM_KERNELS", "auto")
-    assert not backend.use_triton(torch.zeros(2))  # CPU tensors: references in auto mode
-    monkeypatch.setenv("GRAM_KERNELS", "triton")
-    assert backend.use_triton(torch.zeros(2))
+def test_dispatch_torch_mode_never_loads_a_kernel() -> None:
+    with backend.kernels_mode("torch"):
+        assert not backend.use_triton(torch.zeros(2))
+    with backend.kernels_mode("auto"):
+        assert not backend.use_triton(torch.zeros(2))  # CPU tensors: references in auto mode
+    with backend.kernels_mode("triton"):
+        assert backend.use_triton(torch.zeros(2))
 
 
 def test_dispatch_takes_the_reference_when_autograd_needs_it() -> None:
@@ -149,9 +149,23 @@ def test_dispatch_takes_the_reference_when_autograd_needs_it() -> None:
 
 
 def test_dispatch_rejects_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="GRAM_KERNELS"):
+        backend.set_mode("cuda")
+    assert backend.mode() == "triton"  # unchanged (this module's fixture)
     monkeypatch.setenv("GRAM_KERNELS", "cuda")
     with pytest.raises(ValueError, match="GRAM_KERNELS"):
-        ops.rms_norm(torch.zeros(2, 4))
+        backend.set_mode(None)
+
+
+def test_the_mode_is_read_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ops do not look the variable up per call: changing it later does nothing until set_mode(None)."""
+    monkeypatch.setenv("GRAM_KERNELS", "torch")
+    assert backend.mode() == "triton" and backend.use_triton(torch.zeros(2))
+    previous = backend.set_mode(None)
+    try:
+        assert backend.mode() == "torch" and not backend.use_triton(torch.zeros(2))
+    finally:
+        backend.set_mode(previous)
 
 
 def test_interpreter_works_after_torch_compile_loaded_triton_for_the_compiler() -> None:

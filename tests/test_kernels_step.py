@@ -12,14 +12,15 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from kernels import cpu_path  # noqa: E402
-from kernels.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
-from kernels.flops import kernels_mode  # noqa: E402
-from kernels.fused_core import fuse, is_fused, unfuse  # noqa: E402
-from kernels.workload import randomize_zero_heads, step_inputs  # noqa: E402
+from kernels.backend import kernels_mode  # noqa: E402
 from model.config import config_for  # noqa: E402
+from model.fast_path import cpu_path  # noqa: E402
+from model.fast_path.cuda_graphs import GraphedStep, bucket_for, default_buckets  # noqa: E402
+from model.fast_path.workload import randomize_zero_heads, step_inputs, step_tokens  # noqa: E402
 from model.gram import build_model  # noqa: E402
-from tests.kernel_fixtures import one_thread  # noqa: E402, F401
+from model.layers import SelfAttention  # noqa: E402
+from model.step_impl import DEFAULT, StepImpl  # noqa: E402
+from tests.kernel_fixtures import one_thread, torch_kernels  # noqa: E402, F401
 
 
 def _small_model(mixer: str) -> torch.nn.Module:
@@ -45,15 +46,17 @@ def test_triton_step_and_fused_step_match_the_torch_step(mixer: str) -> None:
         want = model.step(h, l, e_x, noise)
     with kernels_mode("triton"):
         composed = model.step(h, l, e_x, noise)
-        fused_model = copy.deepcopy(model)
-        assert fuse(fused_model) == 2 and is_fused(fused_model)  # the core and the prior guide
+        fused_model = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         fused = fused_model.step(h, l, e_x, noise)
     with kernels_mode("torch"):
         fused_on_torch = fused_model.step(h, l, e_x, noise)
     _assert_steps_close(composed, want)
     _assert_steps_close(fused, want)
     _assert_steps_close(fused_on_torch, want, atol=1e-5)
-    assert unfuse(fused_model) == 2 and not is_fused(fused_model)
+    assert fused_model.core.impl.fused and fused_model.impl.fused and not model.core.impl.fused
+    with kernels_mode("torch"):
+        back = fused_model.use_impl(DEFAULT).step(h, l, e_x, noise)
+    assert torch.equal(back.h, want.h)  # the default again: the reference step, bit for bit
 
 
 def test_prior_temperature_reaches_every_step_path() -> None:
@@ -73,14 +76,28 @@ def test_prior_temperature_reaches_every_step_path() -> None:
     assert torch.equal(want.h[0], cold.h[0])  # slot 0 at 1: bit for bit
     assert (want.h[1:] - cold.h[1:]).abs().amax((1, 2)).min() > 0.1  # the others spread or narrowed
     with kernels_mode("triton"):
-        fused_model = copy.deepcopy(model)
-        fuse(fused_model)
+        fused_model = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         _assert_steps_close(model.step(h, l, e_x, hot), want)
         _assert_steps_close(fused_model.step(h, l, e_x, hot), want)
     assert torch.equal(compiled_hot.h[0], compiled_cold.h[0])
     assert (compiled_hot.h[1:] - want.h[1:]).abs().max() < (compiled_cold.h[1:] - want.h[1:]).abs().max()
     _assert_steps_close(graphed_cold, cold)
     _assert_steps_close(graphed_hot, want)
+
+
+@pytest.mark.usefixtures("torch_kernels")
+def test_every_step_path_takes_the_input_tokens() -> None:
+    """The runner's paths pass x on to GRAM.step (PAD positions from the tokens) with the same result."""
+    model = _small_model("attn")
+    h, l, e_x, noise = step_inputs(model, 3)
+    x = step_tokens(model, 3)
+    want = model.step(h, l, e_x, noise)
+    graphed = GraphedStep(model, buckets=(4,), emulate=True)
+    for step in (model.step, cpu_path.make_step(model, "bf16"), graphed):
+        without, with_x = step(h, l, e_x, noise), step(h, l, e_x, noise, x)
+        assert torch.equal(with_x.tokens, without.tokens) and torch.equal(with_x.h, without.h)
+    _assert_steps_close(graphed(h, l, e_x, noise, x), want)
+    assert graphed.captures == 2  # with and without tokens: one graph each
 
 
 def test_a_slot_steps_the_same_alone_or_in_a_batch_on_the_triton_path() -> None:
@@ -91,11 +108,6 @@ def test_a_slot_steps_the_same_alone_or_in_a_batch_on_the_triton_path() -> None:
         alone = model.step(h[2:3], l[2:3], e_x[2:3],
                            type(noise)(noise.seed[2:3], noise.traj[2:3], noise.step[2:3]))
     torch.testing.assert_close(alone.h[0], batch.h[2], atol=1e-5, rtol=1e-5)
-
-
-def test_fuse_refuses_a_model_without_a_recursive_core() -> None:
-    with pytest.raises(TypeError, match="no recursive core"):
-        fuse(torch.nn.Linear(3, 3))
 
 
 def test_buckets() -> None:
@@ -150,9 +162,9 @@ def test_cpu_path_setting_overrides_measurement(monkeypatch: pytest.MonkeyPatch)
         cpu_path.choose(model, 4)
 
 
+@pytest.mark.usefixtures("torch_kernels")
 def test_cpu_path_measures_and_picks_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GRAM_CPU_PATH", raising=False)
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     model = _small_model("attn")
     path, figures = cpu_path.choose(model, 4, paths=("fp32", "bf16"), repeats=1)
     assert {f.path for f in figures} == {"fp32", "bf16"}
@@ -160,8 +172,8 @@ def test_cpu_path_measures_and_picks_the_fastest(monkeypatch: pytest.MonkeyPatch
     assert all(f.step_s > 0 and f.model_gflops > 0 for f in figures)
 
 
-def test_bf16_path_keeps_the_engine_dtype_and_stays_close(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
+@pytest.mark.usefixtures("torch_kernels")
+def test_bf16_path_keeps_the_engine_dtype_and_stays_close() -> None:
     model = _small_model("attn")
     h, l, e_x, noise = step_inputs(model, 3)
     want = model.step(h, l, e_x, noise)
@@ -171,8 +183,8 @@ def test_bf16_path_keeps_the_engine_dtype_and_stays_close(monkeypatch: pytest.Mo
     assert next(model.parameters()).dtype == torch.float32  # the engine's model is left untouched
 
 
+@pytest.mark.usefixtures("torch_kernels")
 def test_bf16_compile_path_matches_bf16_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     monkeypatch.setenv("GRAM_CPU_PATH", "bf16+compile")
     model = _small_model("attn")
     assert cpu_path.choose(model, 4) == ("bf16+compile", [])
@@ -184,32 +196,32 @@ def test_bf16_compile_path_matches_bf16_eager(monkeypatch: pytest.MonkeyPatch) -
     assert (got.tokens == eager.tokens).float().mean() >= 0.9  # argmax may flip on near-ties only
 
 
-def test_compiled_path_never_compiles_on_an_engine_step(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("torch_kernels")
+def test_compiled_path_never_compiles_on_an_engine_step() -> None:
     """make_step builds every graph the engine needs (batch 1, and batches >= 2 under inference_mode), so
     a lone width-1 request or the first full batch never waits for a compilation."""
     import torch._dynamo
 
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     model = _small_model("attn")
-    step = cpu_path.make_step(model, "bf16+compile")
-    with torch._dynamo.config.patch(error_on_recompile=True):  # restores the setting (monkeypatch did not)
-        for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
-            if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
-                with torch.inference_mode():
-                    out = step(*step_inputs(model, batch))
-            else:  # a measurement or a test makes them outside it
-                out = step(*step_inputs(model, batch))
-            assert out.h.shape[0] == batch
+    for with_tokens in (False, True):  # a caller that passes the input tokens x, and one that does not
+        step = cpu_path.make_step(model, "bf16+compile", tokens=with_tokens)
+        with torch._dynamo.config.patch(error_on_recompile=True):  # restores the setting
+            for batch, engine_made in ((1, True), (3, True), (7, False), (1, False), (5, True)):
+                tokens = (step_tokens(model, batch),) if with_tokens else ()
+                if engine_made:  # the engine makes its slot tensors and noise keys under inference_mode
+                    with torch.inference_mode():
+                        out = step(*step_inputs(model, batch), *tokens)
+                else:  # a measurement or a test makes them outside it
+                    out = step(*step_inputs(model, batch), *tokens)
+                assert out.h.shape[0] == batch
 
 
 def test_compile_transition_uses_the_short_attention_on_its_copy_only() -> None:
-    from model.layers import SelfAttention
-
     model = _small_model("attn")
     compiled = cpu_path.compile_transition(copy.deepcopy(model))
     attention = [m for m in compiled.modules() if isinstance(m, SelfAttention)]
-    assert attention and all(m.short_form for m in attention)
-    assert not any(m.short_form for m in model.modules() if isinstance(m, SelfAttention))
+    assert attention and all(m.impl.short_attention for m in attention)
+    assert not any(m.impl.short_attention for m in model.modules() if isinstance(m, SelfAttention))
 
 
 def test_compiled_decode_matches_the_eager_one() -> None:
@@ -217,20 +229,24 @@ def test_compiled_decode_matches_the_eager_one() -> None:
     on the same state it must give the eager decode's tokens and PAD rows, and its scores."""
     model = _small_model("attn").to(torch.bfloat16)
     compiled = cpu_path.compile_transition(copy.deepcopy(model))
-    h, _, e_x, _ = step_inputs(model, 5)
+    h, _, _, _ = step_inputs(model, 5)
+    x = step_tokens(model, 5)
+    x[1:3, -4:] = 0  # absent nodes
     with torch.inference_mode():
-        h, e_x = h.to(torch.bfloat16).clone(), e_x.to(torch.bfloat16).clone()
+        h, e_x = h.to(torch.bfloat16).clone(), model.encode(x).clone()
+        assert model.pad_mask(x).any()
         eager = model.decode(h, e_x)
         got = compiled.decode(h, e_x)
+        assert torch.equal(compiled.decode(h, e_x, x)[0], got[0])  # PAD rows from the tokens: the same
     assert torch.equal(got[0], eager[0])  # tokens, PAD rows included
     for a, b in zip(got[1:], eager[1:], strict=True):  # token log-probs, q_halt, value
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.usefixtures("torch_kernels")
 def test_runner_on_cpu_follows_the_cpu_path_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kernels.runner import make_runner
+    from model.fast_path.runner import make_runner
 
-    monkeypatch.setenv("GRAM_KERNELS", "torch")
     monkeypatch.setenv("GRAM_CPU_PATH", "fp32")
     model = _small_model("attn")
     step, how = make_runner(model, batch_hint=4)

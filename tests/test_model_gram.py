@@ -174,3 +174,37 @@ def test_all_pad_input_positions_decode_to_pad() -> None:
     assert torch.equal(out.tokens[~off_board], raw[~off_board])
     assert bool((raw[off_board] != 0).any()), "the probe needs an untrained decoder that guesses non-PAD"
     assert int(off_board[1].sum()) == 0
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_pad_mask_comes_from_the_tokens_and_agrees_with_the_embedding(task: str) -> None:
+    """step(..., x) masks the all-PAD positions of the tokens (exact); without x it reads them off e_x.
+    Both give the same step, in fp32 and bf16."""
+    model = tiny_model(task)
+    c = model.config
+    x = torch.randint(1, c.in_vocab, (3, c.seq_len, c.in_group), generator=torch.Generator().manual_seed(0))
+    x[0, -2:] = 0  # all-PAD positions
+    x[1, :1, :1] = 0  # one PAD sub-token is not a PAD position (groups of several sub-tokens)
+    want = torch.zeros(3, c.seq_len, dtype=torch.bool)
+    want[0, -2:] = True
+    want[1, 0] = c.in_group == 1
+    assert torch.equal(model.pad_mask(x), want)
+    for net in (model, tiny_model(task).to(torch.bfloat16)):
+        e_x = net.encode(x)
+        assert torch.equal(net.pad_positions(e_x), want)
+        h, l = net.init_state(3)
+        with_x = net.step(h, l, e_x, keys([1, 2, 3], [0, 1, 2]), x)
+        without = net.step(h, l, e_x, keys([1, 2, 3], [0, 1, 2]))
+        for field in ("h", "tokens", "token_logprob", "q_halt", "value"):
+            assert torch.equal(getattr(with_x, field), getattr(without, field)), field
+        assert bool((with_x.tokens[want] == 0).all())
+
+
+def test_the_torch_only_copy_of_the_token_layouts_matches_the_task_modules() -> None:
+    """model.config.KNOWN_SPECS stands in for the task modules where pydantic is missing (a GPU box)."""
+    from model.config import KNOWN_SPECS, spec_for
+    from model.tasks.registry import TASKS
+
+    assert set(KNOWN_SPECS) == set(TASKS)
+    for name in TASKS:
+        assert KNOWN_SPECS[name] == spec_for(name), name

@@ -1,14 +1,14 @@
-"""python -m kernels.bench: one supervision step (model.step) per path and batch size — time,
+"""python -m model.fast_path.bench: one supervision step (model.step) per path and batch size — time,
 trajectories/s, and model FLOP/s as a fraction of this device's GEMM peak measured in the same run.
 
 GPU paths: eager (torch), compile (torch.compile of the recursive core), compile+graphs, triton (the
-kernels via kernels.ops), triton+fused (kernels.fused_core), triton+fused+graphs (kernels.cuda_graphs).
+kernels via kernels.ops), triton+fused (StepImpl(fused=True)), triton+fused+graphs (cuda_graphs.py).
 CPU paths (--cpu, or automatically without CUDA): eager fp32, eager bf16, compile, bf16+compile (the
-paths of kernels.cpu_path) over a smaller batch range. Writes a CSV (--csv) and prints a table plus the
+paths of cpu_path.py) over a smaller batch range. Writes a CSV (--csv) and prints a table plus the
 issue's targets, met or not. A deadline (--budget-s) skips what would not fit, and says so.
 
-    python -m kernels.bench                                   # GPU: batches 64..4096, < 8 minutes
-    python -m kernels.bench --cpu --batches 64,256 --tasks graph_coloring,nqueens
+    python -m model.fast_path.bench                          # GPU: batches 64..4096, < 8 minutes
+    python -m model.fast_path.bench --cpu --batches 64,256 --tasks graph_coloring,nqueens
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from kernels.flops import count_flops, gemm_peak, kernels_mode, sync
-from kernels.workload import randomize_zero_heads, step_inputs
+from kernels.backend import kernels_mode, set_mode
+from kernels.flops import count_flops, gemm_peak, sync
+from model.fast_path.workload import randomize_zero_heads, step_inputs
 
 GPU_PATHS = ("eager", "compile", "compile+graphs", "triton", "triton+fused", "triton+fused+graphs")
 CPU_PATHS = ("fp32", "bf16", "compile", "bf16+compile")
@@ -83,9 +84,9 @@ def _time_step(
 
 
 def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Callable[..., Any]:
-    from kernels.cpu_path import compile_core
-    from kernels.cuda_graphs import GraphedStep
-    from kernels.fused_core import fuse
+    from model.fast_path.cpu_path import compile_core
+    from model.fast_path.cuda_graphs import GraphedStep
+    from model.step_impl import StepImpl
 
     if path in ("eager", "triton"):
         return model.step
@@ -95,9 +96,7 @@ def _gpu_step(model: Any, path: str, graphs: dict[str, Any], batch: int) -> Call
         net = graphs["compiled"]
     else:
         if "fused" not in graphs:
-            net = copy.deepcopy(model)
-            fuse(net)
-            graphs["fused"] = net
+            graphs["fused"] = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         net = graphs["fused"]
     if path.endswith("+graphs"):
         return GraphedStep(net, buckets=(batch,), enabled=True).__call__
@@ -138,7 +137,7 @@ def bench_gpu(args: argparse.Namespace, device: torch.device, peaks: dict[str, f
 
 def bench_cpu(args: argparse.Namespace, peaks: dict[str, float], deadline: float, out: list[Result],
               skipped: list[str]) -> None:
-    from kernels.cpu_path import make_step
+    from model.fast_path.cpu_path import make_step
 
     device = torch.device("cpu")
     for task in args.tasks:
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="CPU: torch intra-op threads (0 = default)")
     p.add_argument("--min-s", type=float, default=0.3, help="time each point for at least this long")
     p.add_argument("--budget-s", type=float, default=420.0, help="skip what is left after this many seconds")
-    p.add_argument("--csv", default=None, help="output CSV (default kernels/results/bench_<dev>.csv)")
+    p.add_argument("--csv", default=None, help="output CSV (default model/fast_path/results/bench_<dev>.csv)")
     args = p.parse_args(argv)
     args.tasks = (args.tasks or ("graph_coloring,nqueens" if args.cpu else "nqueens,sudoku")).split(",")
     default_batches = "16,64,256" if args.cpu else "64,256,1024,4096"
@@ -233,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cpu:
-        os.environ["GRAM_KERNELS"] = "torch"
+        set_mode("torch")
     device = torch.device("cpu" if args.cpu else "cuda")
     if args.csv is None:
         args.csv = os.path.join(os.path.dirname(__file__), "results", f"bench_{device.type}.csv")
@@ -242,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     cpu_name = f"CPU ({torch.get_num_threads()} threads)"
     name = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name
-    print(f"kernels.bench on {name}: torch {torch.__version__}")
+    print(f"model.fast_path.bench on {name}: torch {torch.__version__}")
     peaks = {dt: gemm_peak(getattr(torch, dt), device) for dt in ("float32", "bfloat16")}
     print(f"GEMM peak: fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
     results: list[Result] = []

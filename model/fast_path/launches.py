@@ -63,7 +63,7 @@ def count_launches(fn: Callable[[], Any]) -> tuple[int, int, Counter[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m kernels.launches: launches per supervision step of the shipped model sizes, per path."""
+    """python -m model.fast_path.launches: launches per supervision step of the shipped sizes, per path."""
     import argparse
     import copy
     import os
@@ -76,19 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
-    from kernels.flops import kernels_mode
-    from kernels.fused_core import fuse
-    from kernels.workload import step_inputs
+    from kernels.backend import kernels_mode
+    from model.fast_path.workload import step_inputs
     from model.gram import build_model
     from model.presets import preset
+    from model.step_impl import StepImpl
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_grad_enabled(False)
     print(f"{'run':15} {'mixer':6} {'path':14} {'triton':>7} {'torch':>6} {'total':>6}")
     for run in args.runs.split(","):
         model = build_model(preset(run, args.preset).model).eval().to(device)
-        fused = copy.deepcopy(model)
-        fuse(fused)
+        fused = copy.deepcopy(model).use_impl(StepImpl(fused=True))
         h, l, e_x, noise = step_inputs(model, 2)
         for label, net, mode in (("torch", model, "torch"), ("triton", model, "triton"),
                                  ("triton+fused", fused, "triton")):

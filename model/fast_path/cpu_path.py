@@ -9,11 +9,11 @@ casts h, l, e_x on the way in and the new h, l on the way out, so the engine nev
 "bf16+compile" runs bf16 weights with torch.compile of the whole transition (K f_L updates, f_H, the
 prior's guidance and its noise; short sequences take the fused short-form attention) and of the step's
 decode: the fastest path measured for N-Queens, colouring and Sudoku (1.2-1.6x bf16 eager;
-kernels/README.md). "compile" compiles only the fp32 recursive core; it never won here, so auto does not
-spend a compilation on it, but it stays selectable. The batch dimension is dynamic, so one graph serves
-every batch size >= 2 (plus one for batch 1); both are built before make_step returns, so no request
-pays for a compilation. Compiling costs 15-20 s per model on this CPU with a cold inductor cache, 2-5 s
-with a warm one.
+model/fast_path/README.md). "compile" compiles only the fp32 recursive core; it never won here, so auto
+does not spend a compilation on it, but it stays selectable. The batch dimension is dynamic, so one graph
+serves every batch size >= 2 (plus one for batch 1); both are built before make_step returns, so no
+request pays for a compilation. Compiling costs 15-20 s per model on this CPU with a cold inductor
+cache, 2-5 s with a warm one.
 """
 
 from __future__ import annotations
@@ -28,16 +28,15 @@ from typing import Any
 import torch
 
 from kernels.flops import count_flops
-from kernels.reference import with_unit_temperature
-from kernels.workload import step_inputs
-from model.layers import SelfAttention
+from model.fast_path.workload import step_inputs, step_tokens
+from model.step_impl import StepImpl
 
 ENV_VAR = "GRAM_CPU_PATH"
 # What "auto" measures. Not "compile" (fp32): it never beat bf16 eager here, and it costs a compilation.
 PATHS = ("fp32", "bf16", "bf16+compile")
 SELECTABLE = (*PATHS, "compile")
 
-StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], Any]
+StepFn = Callable[..., Any]  # GRAM.step's signature: (h, l, e_x, noise, x=None) -> StepOutput
 
 
 def setting() -> str:
@@ -84,13 +83,11 @@ def compile_transition(net: Any) -> Any:
     eager integer ops per call) and, for sequences of at most SHORT_SEQUENCE positions, computes the
     attention in its short form, which the inductor fuses where the CPU's SDPA kernel pays a fixed cost
     per (batch, head) pair. N-Queens at 256 slots, bf16, 1 thread: 155 ms against 183-194 ms for
-    compile_core (kernels/README.md). It costs more compilation (~20 s per model here), one graph per
+    compile_core (model/fast_path/README.md). It costs more compilation (~20 s per model here), one graph per
     transition index t."""
     raise_recompile_limit()
     if net.config.total_len <= SHORT_SEQUENCE:
-        for module in net.modules():
-            if isinstance(module, SelfAttention):
-                module.short_form = True
+        net.use_impl(StepImpl(short_attention=True))
     net.transition = torch.compile(net.transition, dynamic=True)
     # The step's end too (decoder, argmax and log-probability, PAD mask, heads): a dozen eager ops that
     # cost ~0.4 ms a step at any batch size (2.8 -> 2.4 ms at 1 slot, 21.7 -> 21.3 at 32), with the same
@@ -109,27 +106,34 @@ def _inference(fn: StepFn) -> StepFn:
     A missing temperature becomes 1 per slot (the same numbers: sigma * 1 is exact), so one graph serves
     steps with and without one."""
 
-    def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
+    def step(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any, x: Any = None) -> Any:
         with torch.inference_mode():
-            noise = with_unit_temperature(noise, h.shape[0], h.device)
+            noise = noise.with_unit_temperature(h.shape[0], h.device)
             keys = dataclasses.replace(noise, **{f.name: getattr(noise, f.name).clone()
                                                  for f in dataclasses.fields(noise)})
-            return fn(h.clone(), l.clone(), e_x.clone(), keys)
+            return fn(h.clone(), l.clone(), e_x.clone(), keys, None if x is None else x.clone())
 
     return step
 
 
-def _warm(fn: StepFn, model: Any) -> StepFn:
+def _warm(fn: StepFn, model: Any, tokens: bool) -> StepFn:
     """Compile now rather than on a request: dynamo gives batch 1 its own graph and batches >= 2 one
-    dynamic graph, so both are built here (a lone width-1 request otherwise paid a 20 s compile)."""
+    dynamic graph, so both are built here (a lone width-1 request otherwise paid a 20 s compile). The
+    decode's graph differs with and without the input tokens (PAD positions from x or from e_x): the one
+    the caller will use is built."""
     for batch in (1, 2):
-        fn(*step_inputs(model, batch))
+        fn(*step_inputs(model, batch), *_tokens(model, batch, tokens))
     return fn
 
 
-def make_step(model: Any, path: str) -> StepFn:
+def _tokens(model: Any, batch: int, tokens: bool) -> tuple[torch.Tensor, ...]:
+    return (step_tokens(model, batch),) if tokens else ()
+
+
+def make_step(model: Any, path: str, tokens: bool = False) -> StepFn:
     """A callable with model.step's signature running ``path``; the model itself is left untouched.
-    Compiled paths are compiled before this returns (seconds; see compile_transition)."""
+    Compiled paths are compiled before this returns (seconds; see compile_transition), for steps called
+    with the input tokens (x) when ``tokens``, else without."""
     if path == "fp32":
         return model.step
     if path in ("bf16", "bf16+compile"):
@@ -137,13 +141,13 @@ def make_step(model: Any, path: str) -> StepFn:
         if path == "bf16+compile":
             compile_transition(low)
 
-        def step_bf16(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
-            out = low.step(h.to(torch.bfloat16), l.to(torch.bfloat16), e_x.to(torch.bfloat16), noise)
+        def step_bf16(h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any, x: Any = None) -> Any:
+            out = low.step(h.to(torch.bfloat16), l.to(torch.bfloat16), e_x.to(torch.bfloat16), noise, x)
             return _cast_output(out, h.dtype)
 
-        return step_bf16 if path == "bf16" else _warm(_inference(step_bf16), model)
+        return step_bf16 if path == "bf16" else _warm(_inference(step_bf16), model, tokens)
     if path == "compile":
-        return _warm(_inference(compile_core(copy.deepcopy(model)).step), model)
+        return _warm(_inference(compile_core(copy.deepcopy(model)).step), model, tokens)
     raise ValueError(f"unknown CPU path {path!r}; known: {', '.join(SELECTABLE)}")
 
 
@@ -161,42 +165,44 @@ class PathFigures:
 
 
 def measure(model: Any, batch: int, paths: tuple[str, ...] = PATHS, repeats: int = 2,
-            keep: dict[str, StepFn] | None = None) -> list[PathFigures]:
-    """Time one supervision step at ``batch`` slots on each path (best of ``repeats`` after a warm-up);
-    the step callables are stored in ``keep`` when given, so the winner need not be rebuilt."""
-    h, l, e_x, noise = step_inputs(model, batch)
-    flops = count_flops(lambda: model.step(h, l, e_x, noise))
+            keep: dict[str, StepFn] | None = None, tokens: bool = False) -> list[PathFigures]:
+    """Time one supervision step at ``batch`` slots on each path (best of ``repeats`` after a warm-up),
+    called as the caller will (with the input tokens when ``tokens``); the step callables are stored in
+    ``keep`` when given, so the winner need not be rebuilt."""
+    args = (*step_inputs(model, batch), *_tokens(model, batch, tokens))
+    flops = count_flops(lambda: model.step(*args))
     figures = []
     for path in paths:
         t0 = time.perf_counter()
-        fn = make_step(model, path)
+        fn = make_step(model, path, tokens)
         if keep is not None:
             keep[path] = fn
-        fn(h, l, e_x, noise)
+        fn(*args)
         warm = time.perf_counter() - t0  # building the path (compiling it) and its first step
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            fn(h, l, e_x, noise)
+            fn(*args)
             best = min(best, time.perf_counter() - t0)
         figures.append(PathFigures(path, batch, best, warm, batch / best, flops / best / 1e9))
     return figures
 
 
 def choose(model: Any, batch: int, paths: tuple[str, ...] = PATHS, repeats: int = 2,
-           keep: dict[str, StepFn] | None = None) -> tuple[str, list[PathFigures]]:
+           keep: dict[str, StepFn] | None = None, tokens: bool = False) -> tuple[str, list[PathFigures]]:
     """The path to run: GRAM_CPU_PATH when it names one (no measurement, empty figures), else the fastest
     by measurement at ``batch``."""
     chosen = setting()
     if chosen != "auto":
         return chosen, []
-    figures = measure(model, batch, paths, repeats, keep)
+    figures = measure(model, batch, paths, repeats, keep, tokens)
     best = min(figures, key=lambda f: f.step_s)
     return best.path, figures
 
 
-def prepare(model: Any, batch: int) -> tuple[StepFn, str, list[PathFigures]]:
-    """choose() and the step callable of the chosen path."""
+def prepare(model: Any, batch: int, tokens: bool = False) -> tuple[StepFn, str, list[PathFigures]]:
+    """choose() and the step callable of the chosen path (built for calls with the tokens x when
+    ``tokens``)."""
     built: dict[str, StepFn] = {}
-    path, figures = choose(model, batch, keep=built)
-    return built.get(path) or make_step(model, path), path, figures
+    path, figures = choose(model, batch, keep=built, tokens=tokens)
+    return built.get(path) or make_step(model, path, tokens), path, figures

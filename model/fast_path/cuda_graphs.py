@@ -23,8 +23,6 @@ from typing import Any
 
 import torch
 
-from kernels.reference import with_unit_temperature
-
 DEFAULT_MAX_BATCH = 4096
 
 
@@ -81,24 +79,25 @@ class GraphedStep:
         self.captures = 0
         self.eager_calls = 0
 
-    def __call__(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any) -> Any:
+    def __call__(self, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor, noise: Any,
+                 x: torch.Tensor | None = None) -> Any:
         batch = h.shape[0]
-        noise = with_unit_temperature(noise, batch, h.device)  # a graph has one shape of inputs
+        noise = noise.with_unit_temperature(batch, h.device)  # a graph has one shape of inputs
         bucket = bucket_for(batch, self.buckets) if self.enabled and batch > 0 else None
         if bucket is None:
             self.eager_calls += 1
-            return self.model.step(h, l, e_x, noise)
-        key = (bucket, tuple(h.shape[1:]), tuple(e_x.shape[1:]), h.dtype, e_x.dtype, h.device)
+            return self.model.step(h, l, e_x, noise, x)
+        key = (bucket, tuple(h.shape[1:]), tuple(e_x.shape[1:]), h.dtype, e_x.dtype, h.device, x is None)
         replay = self._replays.get(key)
         if replay is None:
-            replay = self._replays[key] = self._capture(bucket, h, l, e_x, noise)
-        self._load(replay.inputs, batch, h, l, e_x, noise)
+            replay = self._replays[key] = self._capture(bucket, h, l, e_x, noise, x)
+        self._load(replay.inputs, batch, h, l, e_x, noise, x)
         replay.run()
         return _first_rows(replay.outputs, batch)
 
     # ---- internals ---------------------------------------------------------------------------------
     def _static_inputs(self, bucket: int, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor,
-                       noise: Any) -> dict[str, Any]:
+                       noise: Any, x: torch.Tensor | None) -> dict[str, Any]:
         def buf(t: torch.Tensor) -> torch.Tensor:
             out = torch.zeros((bucket, *t.shape[1:]), dtype=t.dtype, device=t.device)
             out[: t.shape[0]].copy_(t)
@@ -107,23 +106,26 @@ class GraphedStep:
             return out
 
         key_fields = {f.name: buf(getattr(noise, f.name).to(h.device)) for f in dataclasses.fields(noise)}
-        return {"h": buf(h), "l": buf(l), "e_x": buf(e_x), "noise": dataclasses.replace(noise, **key_fields)}
+        return {"h": buf(h), "l": buf(l), "e_x": buf(e_x), "noise": dataclasses.replace(noise, **key_fields),
+                "x": None if x is None else buf(x.to(h.device))}
 
     @staticmethod
     def _load(inputs: dict[str, Any], batch: int, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor,
-              noise: Any) -> None:
+              noise: Any, x: torch.Tensor | None) -> None:
         inputs["h"][:batch].copy_(h)
         inputs["l"][:batch].copy_(l)
         inputs["e_x"][:batch].copy_(e_x)
         for f in dataclasses.fields(noise):
             getattr(inputs["noise"], f.name)[:batch].copy_(getattr(noise, f.name))
+        if x is not None:
+            inputs["x"][:batch].copy_(x)
 
     def _capture(self, bucket: int, h: torch.Tensor, l: torch.Tensor, e_x: torch.Tensor,
-                 noise: Any) -> _Replay:
-        inputs = self._static_inputs(bucket, h, l, e_x, noise)
+                 noise: Any, x: torch.Tensor | None) -> _Replay:
+        inputs = self._static_inputs(bucket, h, l, e_x, noise, x)
 
         def step() -> Any:
-            return self.model.step(inputs["h"], inputs["l"], inputs["e_x"], inputs["noise"])
+            return self.model.step(inputs["h"], inputs["l"], inputs["e_x"], inputs["noise"], inputs["x"])
 
         self.captures += 1
         if self.emulate:
