@@ -36,7 +36,7 @@ class SlotRunner:
     def __init__(self, model: Any, task: Task, step: StepFn | None, slots: int, device: torch.device) -> None:
         self.model = model
         self.task = task
-        # the fast path the engine chose (kernels.runner), else the model's own step, looked up per call
+        # the fast path the engine chose (model.fast_path), else the model's own step, looked up per call
         self.run_step: StepFn = step if step is not None else self._model_step
         self.slots = slots
         self.device = device

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device for the engines, e.g. cpu or cuda:0")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default)")
     cuda_runner: bool = Field(
-        True, description="on CUDA, run supervision steps through kernels.runner (fused Triton + CUDA graphs)"
+        True, description="on CUDA, run steps through model.fast_path (fused Triton + CUDA graphs)"
     )
     queue_url: str | None = Field(
         None, description="redis:// URL of the Redis job queue; unset: embedded"
