@@ -54,17 +54,6 @@ TRAIN_MIXTURES: dict[str, list[tuple[float, Knobs]]] = {
     "mnist": [(1.0, {})],
 }
 
-# What the mixtures above cover, in words: model cards and /models show it, so a user can tell when a
-# request lies outside what a checkpoint was trained on.
-TRAINED_RANGE: dict[str, str] = {
-    "nqueens": "n = 4..12 (45 % 8x8, 45 % 10x10), 0 to n - 1 given queens, empty boards included",
-    "graph_coloring": "2-16 nodes, 2-4 colours (70 % 8 or 10 nodes near the 3-colourability threshold), "
-                      "optional fixed colours",
-    "sudoku": "unique-solution puzzles: 36-45 givens (10 %), 28-35 (30 %), minimal puzzles needing "
-              "guesses (60 %); no empty or near-empty grids",
-    "mnist": "unconditional (no input)",
-}
-
 # The held-out sets the reports are measured on: the paper's evaluation settings.
 EVAL_SETTINGS: dict[str, list[tuple[str, Knobs]]] = {
     # Unique inputs with 2-3 given queens (the paper splits unique inputs 85:15, so its test set is mostly

@@ -25,11 +25,12 @@ import torch.distributed as dist
 from model import safetensors_io
 from model.checkpoint import save_checkpoint
 from model.config import GRAMConfig
-from model.data import TRAINED_RANGE, HeldOut, TrainStream, heldout_set, input_key
+from model.data import HeldOut, TrainStream, heldout_set, input_key
 from model.gram import GRAM, build_model
 from model.objective import GRAMObjective
 from model.presets import TrainConfig, preset, task_of
 from model.tasks.registry import get_task
+from model.trained_range import TRAINED_RANGE
 
 Progress = Callable[[dict[str, Any]], None]
 STATE_FILE = "state.safetensors"

@@ -32,6 +32,7 @@ from service.errors import NoModel, QueueFull
 from service.intake import sample_job, solve_job
 from service.jobs import Job, Outcome, Result
 from service.limits import BodySizeLimit
+from service.outcome import explain, range_note
 from service.playground import add_browser_pages
 from service.queues import JobQueue, ModelInfo
 from service.schemas import (
@@ -138,15 +139,18 @@ def create_app(
         body: Annotated[SolveRequest, Body(openapi_examples=SOLVE_EXAMPLES)], request: Request
     ) -> Any:
         """Sample trajectories for a puzzle; return its distinct verified solutions (by count, then score)."""
+        served = await queue.models()
         try:
-            job = solve_job(settings, body, await queue.models())
+            job = solve_job(settings, body, served)
         except TaskInputError as err:
             return _invalid(err.field_name, str(err))
         except NoModel as err:
             return _no_model(err)
+        note = range_note(job, next((m.card for m in served if m.name == job.model), {}))
         result = await _run(queue, job, request)
         if isinstance(result, JSONResponse):
             return result
+        meaning = await explain(job, result, max_trajectories=settings.max_trajectories, note=note)
         return _json(SolveResponse(
             task=result.task, model=result.model,
             # fields by name, not dataclasses.asdict: asdict deep-copies each solution's nested lists
@@ -157,6 +161,7 @@ def create_app(
             ],
             complete=result.complete, num_trajectories=result.num_trajectories, steps=result.steps,
             elapsed_ms=round(result.elapsed_ms, 3), seed=job.seed, cached=result.cached,
+            status=meaning.status, hint=meaning.hint, outside_trained_range=note,
         ))
 
     @app.post("/sample", tags=["sample"], response_model=SampleResponse, responses=ERROR_RESPONSES)
@@ -188,7 +193,8 @@ def create_app(
 def model_card(info: ModelInfo) -> ModelCard:
     return ModelCard(
         name=info.name, task=info.task, ready=info.ready, slots=info.slots, batching=info.batching,
-        n_sup=info.n_sup, temperature=info.temperature, parameters=info.parameters, config=info.config,
+        n_sup=info.n_sup, temperature=info.temperature,
+        trained_range=info.card.get("input_range") or None, parameters=info.parameters, config=info.config,
         card=info.card, markdown=info.markdown,
     )
 

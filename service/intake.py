@@ -87,7 +87,7 @@ def _float(value: float | None) -> float | None:
 
 def resolve_seed(seed: int | None) -> int:
     """The request's seed, or a fresh random one (returned to the client so it can replay the answer)."""
-    return seed if seed is not None else secrets.randbits(63)
+    return seed if seed is not None else secrets.randbits(53)  # JSON-safe: below 2^53
 
 
 def deadline(settings: Settings, timeout_ms: float | None) -> float | None:

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from model.tasks.registry import TASKS
 from service.settings import MAX_TEMPERATURE
 
-MAX_SEED = 2**63 - 1
+# Seeds stay below 2^53: JSON numbers above it lose digits in JavaScript and jq, and a seed sent back
+# rounded would silently give another answer.
+MAX_SEED = 2**53 - 1
 
 
 Number = StrictFloat | StrictInt
@@ -104,6 +106,18 @@ class SolveResponse(BaseModel):
     elapsed_ms: float
     seed: int = Field(description="the seed used (drawn at random when the request gave null)")
     cached: bool = Field(False, description="answered from the result cache (Redis mode, seeded requests)")
+    status: Literal["solved", "not_found", "infeasible"] = Field(
+        description="solved: at least one verified solution; infeasible: no solution exists, proven by an "
+                    "exact search (never guessed); not_found: none found (see hint)"
+    )
+    hint: str | None = Field(
+        None, description="for not_found: what to change (timeout_ms, num_trajectories, temperature) and "
+                          "whether an exact search showed that solutions exist"
+    )
+    outside_trained_range: str | None = Field(
+        None, description="set when the request lies outside what the model was trained on (GET /models, "
+                          "trained_range): why. The answer is still given; expect fewer solutions"
+    )
 
 
 class SampleRequest(_Strict):
@@ -138,6 +152,10 @@ class ModelCard(BaseModel):
     batching: str
     n_sup: int
     temperature: float = Field(1.0, description="prior temperature of requests that give none")
+    trained_range: str | None = Field(
+        None, description="the inputs the checkpoint was trained on; requests outside it are answered "
+                          "with outside_trained_range set"
+    )
     parameters: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     card: dict[str, Any] = Field(default_factory=dict)

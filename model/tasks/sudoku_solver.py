@@ -28,6 +28,7 @@ class SearchResult:
     solutions: list[list[int]] = field(default_factory=list)
     nodes: int = 0  # search nodes visited
     guesses: int = 0  # nodes that branched on a cell with 2+ candidates
+    complete: bool = True  # False when ``max_nodes`` stopped the search before it was exhaustive
 
 
 def _masks(grid: list[int]) -> tuple[list[int], list[int], list[int]] | None:
@@ -44,8 +45,11 @@ def _masks(grid: list[int]) -> tuple[list[int], list[int], list[int]] | None:
     return rows, cols, boxes
 
 
-def search(grid: list[int], cap: int = 2, rng: random.Random | None = None) -> SearchResult:
-    """Up to ``cap`` solutions of ``grid``; ``rng`` shuffles the digit order (random full grids)."""
+def search(
+    grid: list[int], cap: int = 2, rng: random.Random | None = None, max_nodes: int | None = None
+) -> SearchResult:
+    """Up to ``cap`` solutions of ``grid``; ``rng`` shuffles the digit order (random full grids);
+    ``max_nodes`` bounds the work (the result then says ``complete`` False)."""
     result = SearchResult()
     masks = _masks(grid)
     if masks is None or cap <= 0:
@@ -57,6 +61,9 @@ def search(grid: list[int], cap: int = 2, rng: random.Random | None = None) -> S
     def rec(remaining: int) -> bool:
         """Returns True when the cap is reached (stop everything)."""
         result.nodes += 1
+        if max_nodes is not None and result.nodes > max_nodes:
+            result.complete = False
+            return True
         if remaining == 0:
             result.solutions.append(list(cells))
             return len(result.solutions) >= cap
