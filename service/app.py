@@ -127,7 +127,10 @@ def create_app(
         status = queue.status()
         if status.ready:
             return JSONResponse({"status": "ready", "models": status.models})
-        return JSONResponse({"status": "error" if status.error else "loading", "detail": status.detail}, 503)
+        return JSONResponse({
+            "status": "error" if status.error else "loading", "detail": status.detail,
+            "progress": status.progress,
+        }, 503)
 
     @app.get("/models", tags=["ops"], response_model=ModelsResponse)
     async def models() -> ModelsResponse:

@@ -71,7 +71,8 @@ class InProcessQueue:
         runtime = self.runtime
         if runtime.ready:
             return QueueStatus(ready=True, models=sorted(runtime.engines))
-        return QueueStatus(ready=False, error=runtime.error is not None, detail=runtime.error)
+        return QueueStatus(ready=False, error=runtime.error is not None, detail=runtime.error,
+                           progress=runtime.progress())
 
     async def models(self) -> list[ModelInfo]:
         return self.runtime.model_infos()

@@ -45,6 +45,8 @@ class QueueStatus:
     models: list[str] = field(default_factory=list)  # the models served, when ready
     error: bool = False  # not ready because something failed (not merely still loading)
     detail: str | None = None  # why it is not ready
+    # while loading: each model's start-up stage, e.g. {"name": "sudoku", "stage": "warming", "elapsed_s": 3}
+    progress: list[dict[str, Any]] = field(default_factory=list)
 
 
 class JobQueue(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ class Runtime:
         self.cards: dict[str, dict[str, Any]] = {}
         self.error: str | None = None  # why loading failed, for /readyz
         self.loaded = threading.Event()
+        # name -> (stage, since): queued, loading (reading the checkpoint), preparing (choosing and
+        # compiling the step path), warming (first steps at every batch size), ready, failed.
+        self.stages: dict[str, tuple[str, float]] = {}
+        self._stage_lock = threading.Lock()
 
     @classmethod
     def from_models(cls, settings: Settings, models: dict[str, tuple[Any, Task]]) -> Runtime:
@@ -72,7 +77,10 @@ class Runtime:
             paths = find_checkpoints(self.settings)
             if not paths:
                 raise FileNotFoundError(f"no *.safetensors checkpoints in {self.settings.weights_dir}")
+            for name in paths:
+                self._stage(name, "queued")
             for name, path in paths.items():
+                self._stage(name, "loading")
                 model = load_checkpoint(path, self.settings.device)
                 self._add(name, model, get_task(model.config.task))
                 card_md = path.with_suffix(".md")  # the human-readable model card shipped beside it
@@ -82,19 +90,42 @@ class Runtime:
         except Exception as err:
             log.exception("loading models failed")
             self.error = f"{type(err).__name__}: {err}"
+            for name, (stage, _) in list(self.stages.items()):
+                if stage != "ready":
+                    self._stage(name, "failed")
         finally:
             self.loaded.set()
 
     def _add(self, name: str, model: Any, task: Task) -> None:
+        self._stage(name, "preparing")
         engine = Engine(name, model, task, self.settings)
         if self.settings.warmup:
+            self._stage(name, "warming")
             engine.warmup()
         else:
             engine.ready = True
         engine.start()
+        self._stage(name, "ready")
         self.engines[name] = engine
         self.cards[name] = _card(model)
         metrics.WORKERS.set(1)
+
+    def _stage(self, name: str, stage: str) -> None:
+        now = time.monotonic()
+        with self._stage_lock:
+            previous = self.stages.get(name)
+            self.stages[name] = (stage, now)
+        if previous is not None and previous[0] != "queued":
+            log.info("model %s: %s took %.1f s; now %s", name, previous[0], now - previous[1], stage)
+        elif stage != "queued":
+            log.info("model %s: %s", name, stage)
+
+    def progress(self) -> list[dict[str, Any]]:
+        """Each model's start-up stage and the seconds it has been in it (what /readyz shows)."""
+        now = time.monotonic()
+        with self._stage_lock:
+            return [{"name": name, "stage": stage, "elapsed_s": round(now - since, 1)}
+                    for name, (stage, since) in self.stages.items()]
 
     @property
     def ready(self) -> bool:

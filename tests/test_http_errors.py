@@ -221,3 +221,42 @@ def test_readyz_is_503_until_the_models_are_loaded(tmp_path: Any) -> None:
     failed = call(app, "GET", "/readyz")
     assert failed.status_code == 503 and failed.json()["status"] == "error"
     assert "no *.safetensors" in failed.json()["detail"]
+
+
+def test_readyz_reports_each_models_start_up_stage(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While loading, /readyz names each model's stage (queued / loading / preparing / warming) and how
+    long it has been in it; a user waiting on a cold start sees what it is doing."""
+    import threading
+
+    from model.checkpoint import save_checkpoint
+    from service.engine import Engine
+
+    for task in ("nqueens", "sudoku"):
+        save_checkpoint(tiny_model(task), tmp_path / f"{task}.safetensors", card={})
+    release = threading.Event()
+    warming = threading.Event()
+    real_warmup = Engine.warmup
+
+    def held_warmup(self: Engine) -> None:
+        warming.set()
+        release.wait(60)
+        real_warmup(self)
+
+    monkeypatch.setattr(Engine, "warmup", held_warmup)
+    settings = Settings(weights_dir=tmp_path, slots=4)
+    runtime = Runtime(settings)
+    app = create_app(settings, runtime=runtime)
+    loader = threading.Thread(target=runtime.load)
+    loader.start()
+    try:
+        assert warming.wait(120)
+        body = call(app, "GET", "/readyz").json()
+        stages = {m["name"]: m["stage"] for m in body["progress"]}
+        assert body["status"] == "loading" and stages == {"nqueens": "warming", "sudoku": "queued"}
+        assert all(m["elapsed_s"] >= 0 for m in body["progress"])
+    finally:
+        release.set()
+        loader.join(120)
+    assert call(app, "GET", "/readyz").status_code == 200
+    assert {m["stage"] for m in runtime.progress()} == {"ready"}
+    runtime.stop()

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import os
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +36,12 @@ from model.fast_path.workload import step_inputs, step_tokens
 from model.step_impl import StepImpl
 
 ENV_VAR = "GRAM_CPU_PATH"
+# Where "auto" records its choice. The paths differ in rounding (bf16, fused kernels), so a seeded request
+# answers the same on every start only if every start runs the same path: the first start on a machine
+# measures and records, later starts of the same weights, torch and CPU reuse the record (and skip the
+# measurement's compilations). Delete the file to measure again.
+CACHE_ENV_VAR = "GRAM_CPU_PATH_CACHE"
+DEFAULT_CACHE = Path.home() / ".cache" / "gram-serve" / "cpu_path.json"
 # What "auto" measures. Not "compile" (fp32): it never beat bf16 eager here, and it costs a compilation.
 PATHS = ("fp32", "bf16", "bf16+compile")
 SELECTABLE = (*PATHS, "compile")
@@ -190,14 +200,68 @@ def measure(model: Any, batch: int, paths: tuple[str, ...] = PATHS, repeats: int
 
 def choose(model: Any, batch: int, paths: tuple[str, ...] = PATHS, repeats: int = 2,
            keep: dict[str, StepFn] | None = None, tokens: bool = False) -> tuple[str, list[PathFigures]]:
-    """The path to run: GRAM_CPU_PATH when it names one (no measurement, empty figures), else the fastest
-    by measurement at ``batch``."""
+    """The path to run: GRAM_CPU_PATH when it names one (no measurement, empty figures), else the one
+    recorded for this model, batch, torch and CPU (empty figures), else the fastest by measurement at
+    ``batch``, which is then recorded."""
     chosen = setting()
     if chosen != "auto":
         return chosen, []
+    key = choice_key(model, batch, paths, tokens)
+    recorded = _read_cache().get(key)
+    if recorded in paths:
+        return recorded, []
     figures = measure(model, batch, paths, repeats, keep, tokens)
     best = min(figures, key=lambda f: f.step_s)
+    _record(key, best.path)
     return best.path, figures
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE)
+
+
+def choice_key(model: Any, batch: int, paths: tuple[str, ...], tokens: bool) -> str:
+    """What the choice depends on: the weights and config, the batch, torch, the CPU and its threads."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    digest.update(repr(getattr(model, "config", None)).encode())
+    parts = [digest.hexdigest()[:16], str(batch), ",".join(paths), str(tokens), torch.__version__,
+             _cpu_name(), str(torch.get_num_threads())]
+    return "|".join(parts)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _read_cache() -> dict[str, str]:
+    try:
+        data = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record(key: str, path: str) -> None:
+    """Best effort (a read-only home only costs the next start a measurement); written atomically."""
+    file = cache_file()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache()
+        data[key] = path
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, file)
+    except OSError:
+        pass
 
 
 def prepare(model: Any, batch: int, tokens: bool = False) -> tuple[StepFn, str, list[PathFigures]]:
