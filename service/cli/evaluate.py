@@ -7,6 +7,10 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -55,12 +59,7 @@ def evaluate(
         if model.config.task == "mnist":
             report = mnist_report(model, png=png)
         else:
-            with Progress(console=console, transient=True) as bar:
-                task_id = bar.add_task(f"eval {path.name}", total=None)
-
-                def on_progress(done: int, total: int, tid: TaskID = task_id, bar: Progress = bar) -> None:
-                    bar.update(tid, completed=done, total=total)
-
+            with progress_reporter(f"eval {path.name}") as on_progress:
                 report = run_eval(model, per_setting, samples, max_steps, progress=on_progress,
                                   temperature=temperature, use_halting=halting)
         text = json.dumps(report, indent=2)
@@ -68,3 +67,33 @@ def evaluate(
         if target is not None:
             target.write_text(text + "\n")
         console.print_json(text)
+
+
+LINE_EVERY_S = 10.0  # progress lines when not on a terminal (a log, CI, a pipe)
+
+
+@contextmanager
+def progress_reporter(label: str, out: Console | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback: a live bar on a terminal, else a plain line at most every
+    ``LINE_EVERY_S`` seconds (and at the end) on stderr, so a long run in a log is never silent."""
+    target = out or console
+    if target.is_terminal:
+        with Progress(console=target, transient=True) as bar:
+            task_id = bar.add_task(label, total=None)
+
+            def on_bar(done: int, total: int, tid: TaskID = task_id) -> None:
+                bar.update(tid, completed=done, total=total)
+
+            yield on_bar
+        return
+    started = time.monotonic()
+    last = -LINE_EVERY_S
+
+    def on_line(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic() - started
+        if now - last >= LINE_EVERY_S or done == total:
+            last = now
+            print(f"{label}: {done}/{total} instances, {now:.0f} s", file=sys.stderr, flush=True)
+
+    yield on_line
