@@ -234,7 +234,11 @@ class Engine:
         outcomes = self.runner.step(plan, self._pending)
         finished = self.scheduler.update(plan, outcomes, time.time())
         self.iterations += 1
-        metrics.STEP_DURATION.labels(model=self.name).observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        # the running estimate deadlines are planned with: the slower of the last step and a slow-decay
+        # average, so one fast step after a slow one does not let the next step overrun a deadline
+        self.scheduler.step_s = max(took, 0.8 * self.scheduler.step_s + 0.2 * took)
+        metrics.STEP_DURATION.labels(model=self.name).observe(took)
         metrics.BATCH_OCCUPANCY.labels(model=self.name).observe(len(plan.rows) / self.slots)
         return finished
 

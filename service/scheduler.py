@@ -133,6 +133,9 @@ class Scheduler:
         self.sampling = sampling
         self._finished = Finished()  # collects what the current call ends; handed back as it returns
         self._seq = 0
+        # Seconds the next step is expected to take (the engine's running estimate; 0 = unknown). A job
+        # whose deadline falls inside the coming step is answered before it, not one step late.
+        self.step_s = 0.0
 
     # -- intake ---------------------------------------------------------------------------------------
     def add(self, job: Job, now: float) -> None:
@@ -154,7 +157,7 @@ class Scheduler:
 
     # -- one iteration ------------------------------------------------------------------------------
     def schedule(self, now: float) -> StepPlan:
-        self._expire_deadlines(now)
+        self._expire_deadlines(now + self.step_s)
         admitted = self._admit(now)
         rows: list[PlanRow] = []
         for slot_index, slot in enumerate(self._slots):

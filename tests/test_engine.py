@@ -151,6 +151,16 @@ def test_deadline_returns_a_partial_result(make_engine) -> None:
     assert 0.25 <= result.elapsed_ms / 1000 < 5.0
 
 
+def test_deadline_is_honoured_within_a_step(make_engine) -> None:
+    """With 0.3 s steps and a 0.5 s deadline, the job is answered after its first step (a second would
+    end at ~0.6 s), not one step past the deadline."""
+    engine = make_engine(slots=2, model=FakeModel(n_sup=50, step_delay_s=0.3))
+    job = toy_job(seed=1, width=4, k=9, spread=9, max_steps=50, deadline=time.time() + 0.5)
+    result = engine.submit(job).result(timeout=10)
+    assert result.outcome == Outcome.partial
+    assert result.elapsed_ms < 500
+
+
 def test_abort_frees_slots_and_answers_aborted(make_engine) -> None:
     model = FakeModel(n_sup=50, step_delay_s=0.01)
     engine = make_engine(slots=4, model=model)

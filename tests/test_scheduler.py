@@ -326,6 +326,18 @@ def test_deadline_gives_a_partial_answer_with_what_was_found() -> None:
     assert [r.job_id for r in plan.rows] == ["b"]  # a's slots went to b in the same plan
 
 
+def test_a_deadline_inside_the_coming_step_is_answered_before_it() -> None:
+    s = Scheduler(slots=2, admission="fcfs")
+    s.add(job("a", width=2, deadline=5.0), 0.0)
+    s.step_s = 1.0
+    s.update(s.schedule(0.0), [NOTHING, NOTHING], 1.0)
+    assert s.schedule(3.9).rows and s.pop_finished() == []  # 3.9 + 1.0 < 5: one more step fits
+    s.update(s.schedule(3.9), [NOTHING, NOTHING], 4.0)
+    plan = s.schedule(4.5)  # the next step would end at 5.5, past the deadline: answer now
+    (done,) = s.pop_finished()
+    assert done.outcome == Outcome.partial and plan.rows == []
+
+
 def test_abort_frees_the_slots_and_finishes_the_job() -> None:
     s = Scheduler(slots=2, admission="fcfs")
     s.add(job("a", width=2), 0.0)
