@@ -150,3 +150,16 @@ def test_terminal_pictures_are_whole_at_80_columns(
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     for needle in needles:
         assert needle in text
+
+
+def test_the_renderers_import_no_torch() -> None:
+    """Presentation only: drawing an answer loads neither torch nor the model."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, service.render\n"
+        "assert 'torch' not in sys.modules and not any(m.startswith('model') for m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True)
