@@ -35,6 +35,7 @@ from service.limits import BodySizeLimit
 from service.outcome import explain, range_note
 from service.playground import add_browser_pages
 from service.queues import JobQueue, ModelInfo
+from service.render.http import solution_pictures
 from service.schemas import (
     SOLVE_EXAMPLES,
     ErrorResponse,
@@ -154,13 +155,15 @@ def create_app(
         if isinstance(result, JSONResponse):
             return result
         meaning = await explain(job, result, max_trajectories=settings.max_trajectories, note=note)
+        pictures = await solution_pictures(body, result.solutions)
         return _json(SolveResponse(
             task=result.task, model=result.model,
             # fields by name, not dataclasses.asdict: asdict deep-copies each solution's nested lists
             # (~30 us a request), and pydantic validates them as they are
             solutions=[
-                SolutionOut(solution=s.solution, score=s.score, count=s.count, first_step=s.first_step)
-                for s in result.solutions
+                SolutionOut(solution=s.solution, score=s.score, count=s.count, first_step=s.first_step,
+                            picture=picture)
+                for s, picture in zip(result.solutions, pictures, strict=True)
             ],
             complete=result.complete, num_trajectories=result.num_trajectories, steps=result.steps,
             elapsed_ms=round(result.elapsed_ms, 3), seed=job.seed, cached=result.cached,

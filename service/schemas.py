@@ -63,6 +63,13 @@ class SolveCommon(_Strict):
     timeout_ms: Number | None = Field(
         None, gt=0, description="deadline; when reached the answer is partial (complete: false)"
     )
+    render: Literal["png", "svg"] | None = Field(
+        None,
+        description="add a picture of each solution (its `picture` field): png: a base64 PNG; svg: SVG "
+                    "text. Sudoku: the 9x9 grid, givens shaded and black, filled digits blue; N-Queens: the "
+                    "board, given queens red; graph colouring: the graph on a circle, nodes filled with "
+                    "their colour (fixed nodes with a thick rim). Default: no pictures",
+    )
 
 
 def _solve_request(fields: type[BaseModel]) -> type[SolveCommon]:
@@ -94,6 +101,13 @@ class SolutionOut(BaseModel):
     score: float = Field(description="decoder log-likelihood of the solution (sum of token log-probs)")
     count: int = Field(description="trajectories that reached this solution")
     first_step: int = Field(description="fewest supervision steps any trajectory needed to reach it")
+    picture: str | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="only when the request asked for `render`: the solution drawn as a base64 PNG (png) "
+                    "or an SVG document (svg); SVG shapes carry data-* attributes (Sudoku digits: "
+                    "data-cell/data-digit/data-given; queens: data-row/data-col/data-given; graph nodes: "
+                    "data-node/data-color/data-fixed)",
+    )
 
 
 class SolveResponse(BaseModel):

@@ -1,8 +1,10 @@
 """`gram solve` and `gram sample`: one-shot requests, in-process on a checkpoint or against a running server.
 
-    gram solve --task nqueens --n 8 --queens '[[0, 0]]' --seed 0
+    gram solve --task nqueens --n 8 --queens '[[0, 0]]' --seed 0 --png board.png
     gram solve --file request.json --url http://127.0.0.1:8000
-    gram sample --n 16 --out grid.png
+    gram sample --n 16 --png digits.png
+
+Help strings go through rich markup (typer's help formatter): square brackets in them are escaped.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from typing import Annotated, Any
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from model.tasks.base import TaskInputError
 from service.cli import app
+from service.cli.show import print_answer, write_png
 from service.jobs import Job, Result
-from service.schemas import SampleRequest, SolveRequest
+from service.schemas import SOLVE_REQUESTS, SampleRequest, SolveRequest, task_body
 from service.settings import Settings
 
 console = Console()
@@ -28,6 +31,15 @@ err_console = Console(stderr=True)
 
 UrlOpt = Annotated[str | None, typer.Option(help="POST to this server instead of loading a checkpoint")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="checkpoint folder (default: GRAM_WEIGHTS_DIR)")]
+TASK_NAMES = " | ".join(SOLVE_REQUESTS)
+EXAMPLES = (
+    "gram solve --task sudoku --puzzle "
+    "'53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79'",
+    "gram solve --task nqueens --n 8 --queens '[[0, 0]]' --seed 0 --png board.png",
+    "gram solve --task graph_coloring --num-nodes 5 --num-colors 3 --edges '[[0,1],[1,2],[2,3],[3,4],[4,0]]'",
+    "gram solve --file request.json --url http://127.0.0.1:8000",
+)
+EPILOG = "Examples:\n\n" + "\n\n".join(escape(e) for e in EXAMPLES)
 
 
 def _json_arg(text: str | None, name: str) -> Any:
@@ -39,9 +51,39 @@ def _json_arg(text: str | None, name: str) -> Any:
         raise typer.BadParameter(f"--{name} must be JSON: {err}") from None
 
 
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
+def _fail(message: str, examples: list[str] | tuple[str, ...] = ()) -> None:
+    err_console.print("[red]error:[/red] ", escape(message), sep="", soft_wrap=True)
+    if examples:
+        err_console.print("\nfor example:", *(f"  {e}" for e in examples), sep="\n", markup=False,
+                          soft_wrap=True)
+        err_console.print("\nevery option: gram solve --help")
     raise typer.Exit(2)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _explain(err: ValidationError, from_flags: bool) -> tuple[str, list[str]]:
+    """A /solve body's validation errors as one message naming what is missing or wrong (as flags when the
+    body came from flags), and the usage examples to show with it."""
+    missing, wrong, task = [], [], ""
+    for e in err.errors():
+        loc = [str(part) for part in e["loc"]]
+        if e["type"] == "union_tag_not_found":
+            return f"say which puzzle to solve: --task {TASK_NAMES} (or a body with --file)", [*EXAMPLES]
+        if e["type"] == "union_tag_invalid":
+            given = e["input"].get("task") if isinstance(e["input"], dict) else None
+            return f"unknown task {given!r}: use --task {TASK_NAMES}", [*EXAMPLES]
+        task, field = loc[0], ".".join(loc[1:])
+        name = _flag(field) if from_flags and len(loc) == 2 else field
+        if e["type"] == "missing":
+            about = SOLVE_REQUESTS[task].model_fields[loc[1]].description if len(loc) == 2 else None
+            missing.append(name + (f" ({about})" if about else ""))
+        else:
+            wrong.append(f"{name}: {e['msg']}")
+    problems = ([f"--task {task} needs " + " and ".join(missing)] if missing else []) + wrong
+    return "; ".join(problems), [e for e in EXAMPLES if f"--task {task} " in e] if missing else []
 
 
 def _post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -73,15 +115,15 @@ def _run_local(settings: Settings, task: str, job_of: Any) -> tuple[Job, Result]
         engine.stop()
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def solve(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON request body")] = None,
     task: Annotated[str | None, typer.Option(help="sudoku | nqueens | graph_coloring")] = None,
     puzzle: Annotated[str | None, typer.Option(help="sudoku: 81 chars, '.' or '0' blank")] = None,
     n: Annotated[int | None, typer.Option(help="nqueens: board size")] = None,
-    queens: Annotated[str | None, typer.Option(help="nqueens: JSON [[row, col], ...]")] = None,
+    queens: Annotated[str | None, typer.Option(help=escape("nqueens: JSON [[row, col], ...]"))] = None,
     num_nodes: Annotated[int | None, typer.Option(help="graph_coloring: nodes")] = None,
-    edges: Annotated[str | None, typer.Option(help="graph_coloring: JSON [[u, v], ...]")] = None,
+    edges: Annotated[str | None, typer.Option(help=escape("graph_coloring: JSON [[u, v], ...]"))] = None,
     num_colors: Annotated[int | None, typer.Option(help="graph_coloring: colours")] = None,
     fixed: Annotated[str | None, typer.Option(help='graph_coloring: JSON {"node": colour}')] = None,
     num_trajectories: Annotated[int | None, typer.Option(help="width budget")] = None,
@@ -98,8 +140,12 @@ def solve(
     url: UrlOpt = None,
     weights_dir: WeightsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the response JSON")] = False,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="also write every solution's picture into this PNG file")
+    ] = None,
 ) -> None:
-    """Solve one puzzle and print its distinct verified solutions."""
+    """Solve one puzzle and show its distinct verified solutions as pictures (Sudoku grid, N-Queens board,
+    colouring)."""
     body: dict[str, Any] = json.loads(file.read_text()) if file else {}
     flags = {
         "task": task, "puzzle": puzzle, "n": n, "queens": _json_arg(queens, "queens"), "num_nodes": num_nodes,
@@ -111,7 +157,7 @@ def solve(
     try:
         request = TypeAdapter(SolveRequest).validate_python(body)
     except ValidationError as err:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+        _fail(*_explain(err, from_flags=file is None))
         return
     if url:
         response = _post(url, "/solve", body)
@@ -129,29 +175,20 @@ def solve(
             "complete": result.complete, "num_trajectories": result.num_trajectories, "steps": result.steps,
             "elapsed_ms": round(result.elapsed_ms, 3), "seed": job.seed,
         }
+    fields = task_body(request)
     if as_json:
         console.print_json(json.dumps(response))
-        return
-    table = Table(title=f"{response['task']} ({response['model']}): {len(response['solutions'])} solutions")
-    for column in ("#", "solution", "count", "score", "first step"):
-        table.add_column(column)
-    for i, s in enumerate(response["solutions"]):
-        shown = s["solution"]
-        if isinstance(shown, dict) and "board" in shown:
-            shown = "\n".join(shown["board"])
-        elif not isinstance(shown, str):
-            shown = json.dumps(shown)
-        table.add_row(str(i + 1), shown, str(s["count"]), f"{s['score']:.3f}", str(s["first_step"]))
-    console.print(table)
-    console.print(
-        f"complete={response['complete']} trajectories={response['num_trajectories']} "
-        f"steps={response['steps']} elapsed={response['elapsed_ms']:.0f} ms seed={response['seed']}"
-    )
+    else:
+        print_answer(console, fields, response)
+    if png is not None:
+        write_png(err_console if as_json else console, png, fields, response)
 
 
 @app.command()
 def sample(
-    out: Annotated[Path, typer.Option(help="PNG file for the grid of samples")] = Path("grid.png"),
+    out: Annotated[
+        Path, typer.Option("--png", "--out", help="PNG file for the grid of samples (folders made as needed)")
+    ] = Path("grid.png"),
     n: Annotated[int, typer.Option(help="images, 1..64")] = 16,
     steps: Annotated[int | None, typer.Option(help="supervision steps")] = None,
     seed: Annotated[int | None, typer.Option(help="same seed, same images")] = None,
@@ -177,5 +214,6 @@ def sample(
         settings = Settings(**({"weights_dir": weights_dir} if weights_dir else {}))
         _, result = _run_local(settings, "mnist", lambda m: sample_job(settings, request, m))
         grid = render_grid_png(bits_tensor([s.solution for s in result.solutions]))
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(grid)
     console.print(f"wrote {n} samples to {out}")
