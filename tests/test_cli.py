@@ -156,3 +156,14 @@ def test_solve_says_what_is_missing_and_shows_examples(args: list[str], needles:
     assert "discriminator" not in result.output
     for needle in needles:
         assert needle in result.output
+
+
+def test_solve_says_when_no_answer_exists(weights: Path) -> None:
+    """A 4x4 board with a corner queen has no completion: the CLI says infeasible, as the API does."""
+    args = ["solve", "--task", "nqueens", "--n", "4", "--queens", "[[0, 0]]", "--seed", "1",
+            "--num-trajectories", "2", "--max-steps", "1", "--weights-dir", str(weights)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "infeasible: no solution exists" in result.output
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert json.loads(as_json.output)["status"] == "infeasible"

@@ -19,8 +19,15 @@ def print_answer(console: Console, fields: dict[str, Any], response: dict[str, A
     console.print(Text(f"{task} ({response['model']}): {len(solutions)} distinct verified {plural}",
                        style="bold"))
     if not solutions:
-        console.print("no verified solution in this budget: try more --num-trajectories, --max-steps or "
-                      "another --seed", style="yellow")
+        status, hint = response.get("status"), response.get("hint")
+        if status == "infeasible":
+            console.print(f"infeasible: {hint}", style="yellow")
+        else:
+            console.print(hint or "no verified solution in this budget: try more --num-trajectories, "
+                                  "--max-steps or another --seed", style="yellow")
+    if response.get("outside_trained_range"):
+        console.print(f"outside the model's training range: {response['outside_trained_range']}",
+                      style="yellow")
     for i, s in enumerate(solutions, 1):
         console.print(Text(
             f"\nsolution {i}/{len(solutions)}: reached by {s['count']} trajector"

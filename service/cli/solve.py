@@ -115,6 +115,20 @@ def _run_local(settings: Settings, task: str, job_of: Any) -> tuple[Job, Result]
         engine.stop()
 
 
+def _meaning(settings: Settings, job: Job, result: Result) -> dict[str, Any]:
+    """status / hint / outside_trained_range, as the API answers them (service/outcome.py)."""
+    import asyncio
+
+    from model.checkpoint import read_config
+    from service.outcome import explain, range_note
+    from service.runtime import find_checkpoints
+
+    card = read_config(find_checkpoints(settings)[job.model])[1]
+    note = range_note(job, card)
+    meaning = asyncio.run(explain(job, result, max_trajectories=settings.max_trajectories, note=note))
+    return {"status": meaning.status, "hint": meaning.hint, "outside_trained_range": note}
+
+
 @app.command(epilog=EPILOG)
 def solve(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON request body")] = None,
@@ -173,7 +187,7 @@ def solve(
         response = {
             "task": result.task, "model": result.model, "solutions": [s.__dict__ for s in result.solutions],
             "complete": result.complete, "num_trajectories": result.num_trajectories, "steps": result.steps,
-            "elapsed_ms": round(result.elapsed_ms, 3), "seed": job.seed,
+            "elapsed_ms": round(result.elapsed_ms, 3), "seed": job.seed, **_meaning(settings, job, result),
         }
     fields = task_body(request)
     if as_json:
