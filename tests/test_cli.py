@@ -38,7 +38,7 @@ def test_solve_prints_json_with_the_contract_fields(weights: Path) -> None:
             "--num-trajectories", "3", "--max-steps", "2", "--weights-dir", str(weights), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)
+    body = json.loads(result.stdout)
     assert body["task"] == "nqueens" and body["model"] == "nqueens" and body["seed"] == 3
     assert body["num_trajectories"] == 3 and body["steps"] == 6 and body["complete"] is True
 
@@ -166,4 +166,4 @@ def test_solve_says_when_no_answer_exists(weights: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "infeasible: no solution exists" in result.output
     as_json = runner.invoke(app, [*args, "--json"])
-    assert json.loads(as_json.output)["status"] == "infeasible"
+    assert json.loads(as_json.stdout)["status"] == "infeasible"

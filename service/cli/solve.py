@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,7 +108,15 @@ def _run_local(settings: Settings, task: str, job_of: Any) -> tuple[Job, Result]
     if not paths:
         _fail(f"no checkpoint for task {task!r} in {settings.weights_dir}")
     job = job_of([ModelInfo(name=name, task=task) for name in paths])
-    engine = Engine(job.model, load_checkpoint(paths[job.model], settings.device), get_task(task), settings)
+    # Say what the wait is for: the first in-process run on a machine times (and may compile) the CPU
+    # step paths, which takes tens of seconds; later runs reuse the recorded choice (GRAM_CPU_PATH_CACHE).
+    started = time.monotonic()
+    err_console.print(f"loading {paths[job.model]} ...", style="dim")
+    model = load_checkpoint(paths[job.model], settings.device)
+    err_console.print("preparing the step path (the first run on this machine times them) ...", style="dim")
+    engine = Engine(job.model, model, get_task(task), settings)
+    err_console.print(f"running on {engine.step_path} after {time.monotonic() - started:.1f} s of set-up",
+                      style="dim")
     engine.start()
     try:
         return job, engine.submit(job).result()
