@@ -1,4 +1,4 @@
-"""`gram eval`: the JSON report of a checkpoint on its held-out set (docs/GRAM.md, "Metrics").
+"""`gram eval`: the JSON report of a checkpoint on its held-out set (docs/GRAM.md section 9).
 
 Each instance gets N trajectories with the service's noise keys (seed, traj = 0..N-1), run for
 ``max_steps`` supervision steps. Two answers are read off each trajectory:

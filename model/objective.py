@@ -1,11 +1,11 @@
-"""One deep-supervision step of GRAM training (GRAM.md 2.1-2.6, 2.9) as an nn.Module, so DDP can wrap it.
+"""One deep-supervision step of GRAM training (docs/GRAM.md section 7.2) as an nn.Module, so DDP can wrap it.
 
 Per step, from the carried (h, l):
 - transitions 1..T-1 under no_grad with posterior noise; transition T with grad (eq. 14: only the last
   transition carries gradient; the carry is detached between steps by the caller);
 - loss = CE(y | h_T) + beta * KL_bal(q || p) + w_halt * BCE(q_halt) + w_value * MSE(value)  (eqs. 13-16).
 
-Choices the paper leaves open (GRAM.md 7), made here:
+Choices the paper leaves open (docs/GRAM.md section 7.3), made here:
 - The posterior q(eps | u, y) sees u and a per-position embedding of the target and is a correction of
   the prior (layers.PosteriorHead): mu_q = mu_p + delta, sigma_q = sigma_min + sigma_p * exp(s), zero-
   initialised so q = p at the start. It cannot shortcut for free: every bit it passes about y to the

@@ -1,5 +1,5 @@
 """Training presets: ``cpu`` (what the shipped checkpoints were trained with on a 2-core machine) and
-``paper`` (the paper's sizes and schedule, GRAM.md 1.8 and 2.7, for GPUs).
+``paper`` (the paper's sizes and schedule, for GPUs; docs/GRAM.md section 7.6).
 
 A run is named by what it ships: ``nqueens``, ``nqueens_baseline`` (same backbone, stochastic=False, same
 budget), ``graph_coloring``, ``sudoku``, ``mnist``.

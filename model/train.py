@@ -1,4 +1,4 @@
-"""GRAM training (GRAM.md section 2): deep supervision with a persistent carry, one optimizer step per
+"""GRAM training (docs/GRAM.md section 7.5): deep supervision with a persistent carry, one optimizer step per
 supervision step, halting-driven swap-in of fresh examples (TRM), AdamW + warmup, clipping, EMA weights,
 exact resume, DDP when launched with torchrun on several devices.
 

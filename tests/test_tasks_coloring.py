@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.tasks.base import TaskInputError
-from model.tasks.coloring import TASK, colors_tokens, count_canonical, decode_graph, graph_tokens
+from model.tasks.coloring import TASK, colors_tokens, decode_graph, graph_tokens
+from model.tasks.coloring_search import count_canonical
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 

@@ -11,7 +11,8 @@ the colour names count once: the key relabels colours by first appearance over n
 how the paper builds its data sets and measures coverage ("keep canonical forms modulo colour
 permutation"). With fixed colours the names matter (a fixed node pins its colour), so the key is the
 labelled colouring. The exact solver still enumerates labelled colourings (so C_n with k colours has
-(k-1)^n + (-1)^n (k-1) of them); ``count_canonical`` counts modulo permutation.
+(k-1)^n + (-1)^n (k-1) of them); ``count_canonical`` (model/tasks/coloring_search.py) counts modulo
+permutation.
 
 Generation: Erdos-Renyi graphs G(n, p) kept only when k-colourable with at least ``min_colorings``
 canonical colourings (the paper keeps 3-colourable ER graphs with n = 8 or 10).
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
+from model.tasks.coloring_search import canonical_colors, colorings
 from model.tasks.datasets import GeneratedPairs
 from model.tasks.fields import as_int, as_int_pairs, require
 from model.tasks.tensors import check_batch, small_ints_key
@@ -74,62 +75,6 @@ def decode_graph(x: torch.Tensor) -> tuple[int, list[int], int, dict[int, int]]:
     fixed_tok = x[:n, FIXED_SUB].tolist()
     fixed = {i: t - 2 for i, t in enumerate(fixed_tok) if t >= 2}
     return n, masks, k, fixed
-
-
-def colorings(
-    masks: list[int], k: int, fixed: dict[int, int] | None = None, canonical: bool = False
-) -> Iterator[tuple[int, ...]]:
-    """Proper colourings (colour per node) by backtracking in node order.
-
-    ``canonical``: only colourings whose colours appear in order 0, 1, 2, ... over the nodes (one per
-    class modulo colour permutation); only meaningful without fixed colours.
-    """
-    n = len(masks)
-    fixed = fixed or {}
-    colors = [-1] * n
-
-    def assign(node: int, used_max: int) -> Iterator[tuple[int, ...]]:
-        if node == n:
-            yield tuple(colors)
-            return
-        taken = 0
-        nbrs = masks[node]
-        for j in range(node):
-            if nbrs >> j & 1:
-                taken |= 1 << colors[j]
-        if node in fixed:
-            options: range | list[int] = [fixed[node]]
-        elif canonical:
-            options = range(min(k, used_max + 2))
-        else:
-            options = range(k)
-        for c in options:
-            if taken >> c & 1:
-                continue
-            # A later fixed neighbour must still be able to take its colour.
-            if any(nbrs >> j & 1 and fixed[j] == c for j in fixed if j > node):
-                continue
-            colors[node] = c
-            yield from assign(node + 1, max(used_max, c))
-        colors[node] = -1
-
-    yield from assign(0, -1)
-
-
-def count_canonical(masks: list[int], k: int, cap: int | None = None) -> int:
-    """Number of colourings modulo colour permutation (stops at ``cap``)."""
-    count = 0
-    for _ in colorings(masks, k, canonical=True):
-        count += 1
-        if cap is not None and count >= cap:
-            break
-    return count
-
-
-def canonical_colors(colors: list[int]) -> list[int]:
-    """Relabel colours by first appearance: [2, 0, 2, 1] -> [0, 1, 0, 2]."""
-    relabel: dict[int, int] = {}
-    return [relabel.setdefault(c, len(relabel)) for c in colors]
 
 
 @functools.cache
