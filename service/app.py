@@ -44,10 +44,12 @@ from service.schemas import (
     SampleRequest,
     SampleResponse,
     SolutionOut,
+    SolveCommon,
     SolveRequest,
     SolveResponse,
 )
 from service.settings import Settings
+from service.streaming import stream_job, wants_stream
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
@@ -59,6 +61,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "malformed or invalid input; the message names the field"},
     429: {"model": ErrorResponse, "description": "queue full; retry after the Retry-After header's seconds"},
     503: {"model": ErrorResponse, "description": "no model loaded for this task (yet)"},
+}
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+          "description": 'JSON; with "stream": true (or Accept: text/event-stream) Server-Sent Events: '
+                         "solution (/solve) or sample (/sample) events as they are verified, progress "
+                         "events, and a last done event whose data is the JSON answer (README, Streaming)"},
 }
 
 
@@ -138,7 +146,8 @@ def create_app(
         """The loaded models and their cards."""
         return ModelsResponse(models=[model_card(info) for info in await queue.models()])
 
-    @app.post("/solve", tags=["solve"], response_model=SolveResponse, responses=ERROR_RESPONSES)
+    @app.post("/solve", tags=["solve"], response_model=SolveResponse,
+              responses=STREAMED | ERROR_RESPONSES)
     async def solve(
         body: Annotated[SolveRequest, Body(openapi_examples=SOLVE_EXAMPLES)], request: Request
     ) -> Any:
@@ -150,10 +159,20 @@ def create_app(
             return _invalid(err.field_name, str(err))
         except NoModel as err:
             return _no_model(err)
-        note = range_note(job, next((m.card for m in served if m.name == job.model), {}))
+        if wants_stream(body.stream, request):
+            return await stream_job(queue, job, answer=lambda r: solved(body, r, job, served),
+                                    refuse=_refused)
         result = await _run(queue, job, request)
         if isinstance(result, JSONResponse):
             return result
+        return await solved(body, result, job, served)
+
+    async def solved(body: SolveCommon, result: Result, job: Job, served: list[ModelInfo]) -> Response:
+        """The answer to a solve job's Result (or its error response)."""
+        failed = _answer(result)
+        if failed is not None:
+            return failed
+        note = range_note(job, next((m.card for m in served if m.name == job.model), {}))
         meaning = await explain(job, result, max_trajectories=settings.max_trajectories, note=note)
         pictures = await solution_pictures(body, result.solutions)
         return _json(SolveResponse(
@@ -170,20 +189,31 @@ def create_app(
             status=meaning.status, hint=meaning.hint, outside_trained_range=note,
         ))
 
-    @app.post("/sample", tags=["sample"], response_model=SampleResponse, responses=ERROR_RESPONSES)
+    @app.post("/sample", tags=["sample"], response_model=SampleResponse,
+              responses=STREAMED | ERROR_RESPONSES)
     async def sample(body: SampleRequest, request: Request) -> Any:
         """Unconditional binarized MNIST digits."""
-        from service.images import bits_tensor, grid_png_base64, png_base64
-
         try:
             job = sample_job(settings, body, await queue.models())
         except TaskInputError as err:
             return _invalid(err.field_name, str(err))
         except NoModel as err:
             return _no_model(err)
+        if wants_stream(body.stream, request):
+            return await stream_job(queue, job, answer=lambda r: sampled(r, job, body), refuse=_refused,
+                                    convert=lambda kind, d: _digit(kind, d, body.format))
         result = await _run(queue, job, request)
         if isinstance(result, JSONResponse):
             return result
+        return await sampled(result, job, body)
+
+    async def sampled(result: Result, job: Job, body: SampleRequest) -> Response:
+        """The answer to a sample job's Result (or its error response)."""
+        from service.images import bits_tensor, grid_png_base64, png_base64
+
+        failed = _answer(result)
+        if failed is not None:
+            return failed
         rows = [s.solution for s in result.solutions]
         bits = bits_tensor(rows) if rows else None  # none when the deadline passed before any finished
         images: list[Any] = rows if body.format == "bits" or bits is None else [png_base64(b) for b in bits]
@@ -194,6 +224,16 @@ def create_app(
         ))
 
     return app
+
+
+def _digit(kind: str, data: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A streamed sample event as /sample's client gets it: the digit in the request's format."""
+    if kind != "sample":
+        return data
+    from service.images import bits_tensor, png_base64
+
+    rows = data.pop("solution")
+    return {"image": rows if fmt == "bits" else png_base64(bits_tensor([rows])[0]), **data}
 
 
 def model_card(info: ModelInfo) -> ModelCard:
@@ -243,21 +283,33 @@ async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResp
         handler.uncancel()
         log.info("client went away; aborted job %s", job.id)
         return JSONResponse({"detail": "client disconnected"}, 499)
-    except QueueFull as err:
-        return _error(429, [], str(err), "queue_full",
-                      headers={"Retry-After": str(int(max(1, round(err.retry_after_s))))})
-    except NoModel as err:
-        return _no_model(err)
-    except ValueError as err:
-        return _invalid(None, str(err))
+    except (QueueFull, NoModel, ValueError) as err:
+        return _refused(err)  # type: ignore[return-value]
     finally:
         # Runs before the handler awaits anything else, so the watcher cannot cancel it after this.
         watcher.cancel()
+    return _answer(result) or result
+
+
+def _refused(err: Exception) -> JSONResponse | None:
+    """The response to an error the queue raised at submit (None: not one a client caused)."""
+    if isinstance(err, QueueFull):
+        return _error(429, [], str(err), "queue_full",
+                      headers={"Retry-After": str(int(max(1, round(err.retry_after_s))))})
+    if isinstance(err, NoModel):
+        return _no_model(err)
+    if isinstance(err, ValueError):
+        return _invalid(None, str(err))
+    return None
+
+
+def _answer(result: Result) -> JSONResponse | None:
+    """The error response to a Result that has no answer (None: it has one)."""
     if result.outcome == Outcome.error:
         return JSONResponse({"detail": f"the engine failed on this request: {result.error}"}, 500)
     if result.outcome == Outcome.aborted:
         return JSONResponse({"detail": "the request was aborted (the service is stopping)"}, 503)
-    return result
+    return None
 
 
 async def _disconnected(request: Request) -> None:

@@ -16,6 +16,8 @@ Usable outside the API process (e.g. by a Redis worker):
     engine = Engine("sudoku", load_checkpoint(path, device), get_task("sudoku"), settings)
     engine.warmup(); engine.start()
     future = engine.submit(job)                        # raises QueueFull when max_queue jobs are in flight
+    future = engine.submit(job, listener=on_event)     # streamed: on_event(kind, data) as answers are
+                                                       # verified, and progress (service/watch.py)
     future.add_done_callback(lambda f: publish(f.result()))   # runs on the engine thread: keep it short
     result = await asyncio.wrap_future(future)         # or: from an event loop
     engine.abort(job.id)                               # frees its slots; the future gets an aborted Result
@@ -43,10 +45,11 @@ from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
 from service.errors import EngineStopped, QueueFull
 from service.jobs import Job, Outcome, Result, Solution
-from service.plan import Finished, FinishedJob, StepPlan
+from service.plan import Finished, FinishedJob, Found, StepPlan
 from service.runner import JobInput, SlotRunner
 from service.scheduler import Scheduler
 from service.settings import MAX_TEMPERATURE, BatchingMode, Settings
+from service.watch import Listener, Watch
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Pending(JobInput):
     future: Future[Result] = field(default_factory=Future)
+    watch: Watch | None = None  # a streamed job's events (service/watch.py)
 
 
 class Engine:
@@ -105,6 +109,7 @@ class Engine:
         self._inbox: deque[_Pending] = deque()
         self._aborts: deque[str] = deque()
         self._pending: dict[str, _Pending] = {}  # every unfinished job, by id
+        self._watched: dict[str, Watch] = {}  # the streamed ones among them (engine thread only)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._finish_times: deque[float] = deque(maxlen=64)  # for Retry-After
@@ -112,13 +117,17 @@ class Engine:
         metrics.init_model_series(name, task.name, self.slots)
 
     # -- public API (any thread) --------------------------------------------------------------------
-    def submit(self, job: Job) -> Future[Result]:
-        """Queue a job; its Result arrives on the returned future. Raises QueueFull or ValueError."""
+    def submit(self, job: Job, listener: Listener | None = None) -> Future[Result]:
+        """Queue a job; its Result arrives on the returned future. Raises QueueFull or ValueError.
+        ``listener(kind, data)``: the job's events as it runs, on the engine thread (service/watch.py)."""
         job = self._resolve(job)
         # checked here: a bad token would fail the whole batch's step, not just this job
         _check_tokens(job.x, self.task.spec)
         x = torch.tensor(job.x, dtype=torch.int64, device=self.device)
         pending = _Pending(job=job, x=x)
+        if listener is not None:
+            instance = Instance(task=self.task.name, x=x.cpu(), meta=job.meta)
+            pending.watch = Watch(listener, self.task, instance, job.submitted_at)
         pending.future.set_running_or_notify_cancel()
         with self._lock:
             if self._stopping or self._thread is None:
@@ -187,6 +196,7 @@ class Engine:
             leftovers = list(self._pending.values())
             self._pending.clear()
             self._inbox.clear()
+        self._watched.clear()
         for pending in leftovers:
             self._deliver(pending, Result(pending.job.id, self.name, self.task.name, Outcome.aborted,
                                           error="the engine stopped"))
@@ -205,7 +215,9 @@ class Engine:
             now = time.time()
             try:
                 for pending in incoming:
-                    self.scheduler.add(pending.job, now)
+                    self.scheduler.add(pending.job, now, watch=pending.watch is not None)
+                    if pending.watch is not None:
+                        self._watched[pending.job.id] = pending.watch
                 finished = Finished()
                 for job_id in aborts:
                     finished += self.scheduler.abort(job_id, now)
@@ -214,6 +226,8 @@ class Engine:
                 self._publish(finished)  # aborted and expired jobs answer before the step runs
                 if plan.rows:
                     self._publish(self._step(plan))
+                if self._watched:
+                    self._progress()
             except Exception as err:  # a failure must not kill the engine or leave a job unanswered
                 log.exception("engine %s: step failed", self.name)
                 self._fail_all(f"{type(err).__name__}: {err}")
@@ -247,13 +261,33 @@ class Engine:
         for outcome, n in finished.retired.items():
             metrics.TRAJECTORIES.labels(model=self.name, outcome=outcome).inc(n)
 
+    def _progress(self) -> None:
+        """A progress event for each streamed job whose last one is PROGRESS_EVERY_S old."""
+        now = time.monotonic()
+        for job_id, watch in self._watched.items():
+            if watch.due(now):
+                progress = self.scheduler.progress(job_id)
+                if progress is not None:
+                    watch.progress(progress, now)
+
     def _publish(self, finished: Finished) -> None:
         self._count_retired(finished)
+        if finished.found:  # streamed jobs' answers, before any job's Result
+            by_job: dict[str, list[Found]] = {}
+            for rec in finished.found:
+                by_job.setdefault(rec.job_id, []).append(rec)
+            for job_id, records in by_job.items():
+                watch = self._watched.get(job_id)
+                if watch is not None:
+                    watch.found(records)
         for done in finished.jobs:
             self.runner.forget(done.job.id)
             pending = self._pending.get(done.job.id)
             if pending is None:
                 continue
+            watch = self._watched.pop(done.job.id, None)
+            if watch is not None and done.progress is not None:
+                watch.progress(done.progress, time.monotonic())
             try:
                 result = self._result(done, pending)
             except Exception as err:  # formatting failed: still answer, with the reason
@@ -297,6 +331,7 @@ class Engine:
             # answered below with the error, not as aborted; their cut-short trajectories still count
             self._count_retired(self.scheduler.abort(job_id, now))
         self.runner.clear()
+        self._watched.clear()
         with self._lock:
             queued = {id(p) for p in self._inbox}
             failed = [p for p in self._pending.values() if id(p) not in queued]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
+from typing import Any
 
 from service.errors import EngineStopped, NoModel
 from service.jobs import Job, Result
-from service.queues import ModelInfo, QueueStatus
+from service.queues import Events, ModelInfo, QueueStatus
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -42,18 +43,26 @@ class InProcessQueue:
             # in the background, so /healthz answers while the checkpoints load and warm up
             threading.Thread(target=self.runtime.load, name="load-models", daemon=True).start()
 
-    async def submit(self, job: Job) -> Result:
+    async def submit(self, job: Job, events: Events | None = None) -> Result:
         engine = self.runtime.engines.get(job.model) or self.runtime.engine_for_task(job.task)
         if engine is None:
             raise NoModel(f"no loaded model serves task {job.task!r}")
+        loop = asyncio.get_running_loop()
+        listener = None
+        if events is not None:
+            def listener(kind: str, data: dict[str, Any]) -> None:  # on the engine thread
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(events, kind, data)
         try:
-            future = engine.submit(job)
+            future = engine.submit(job, listener)
         except EngineStopped as err:
             raise NoModel(str(err)) from None
+        if events is not None:
+            events("queued", {})
         # One loop callback from the engine thread straight to the awaiting task (asyncio.shield over
         # asyncio.wrap_future took three loop iterations). Cancelling the wait cancels only this asyncio
-        # future, never the engine's: the engine still answers it.
-        loop = asyncio.get_running_loop()
+        # future, never the engine's: the engine still answers it. A streamed job's events were queued on
+        # the loop before its Result, so they reach ``events`` before submit returns.
         waiter: asyncio.Future[Result] = loop.create_future()
 
         def hand_back(done: Future[Result]) -> None:  # runs on the engine thread

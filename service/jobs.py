@@ -47,6 +47,7 @@ class Job:
     deadline: float | None = None  # Unix seconds; None: no deadline
     submitted_at: float = field(default_factory=time.time)
     seeded: bool = False  # the client chose the seed: the result cache may answer it (service/redis/cache.py)
+    stream: bool = False  # the client streams it: the worker relays its events (service/redis/events.py)
 
     @classmethod
     def new(cls, **fields: Any) -> Job:

@@ -31,18 +31,45 @@ class FinishedJob:
     steps: int  # supervision steps those trajectories ran
     queue_s: float  # add -> first admission (the whole life when never admitted)
     trajectories_run: int  # every trajectory that took a slot, counted or not
+    progress: JobProgress | None = None  # watched jobs only: the job's last progress, cut-short included
+
+
+@dataclass
+class Found:
+    """A trajectory of a watched job that retired with an answer (a verified solution, or a sample)."""
+
+    job_id: str
+    traj: int
+    steps: int
+    key: bytes | None
+    score: float
+    payload: Any
+
+
+@dataclass
+class JobProgress:
+    """Where one job stands (what a streamed request's ``progress`` event reports)."""
+
+    steps: int  # supervision steps its trajectories have run, summed
+    alive: int  # trajectories in a slot now
+    waiting: int  # trajectories not admitted yet
+    retired: dict[str, int]  # trajectories retired, by outcome
+    distinct: int  # distinct answers found so far (samples: answers)
 
 
 @dataclass
 class Finished:
-    """What one scheduler call ended: jobs with their answers, and trajectories retired (by outcome)."""
+    """What one scheduler call ended: jobs with their answers, and trajectories retired (by outcome).
+    ``found``: the answers of watched jobs' trajectories retired in this call, in retirement order."""
 
     jobs: list[FinishedJob] = field(default_factory=list)
     retired: Counter[str] = field(default_factory=Counter)
+    found: list[Found] = field(default_factory=list)
 
     def __iadd__(self, other: Finished) -> Finished:
         self.jobs += other.jobs
         self.retired.update(other.retired)
+        self.found += other.found
         return self
 
 

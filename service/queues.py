@@ -12,10 +12,14 @@ No torch import here or in the errors (service/errors.py): the Redis side never 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.jobs import Job, Result
+
+# A streamed job's events: ("queued", {}) once the queue took it, then the engine's (service/watch.py)
+Events = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -53,9 +57,10 @@ class JobQueue(Protocol):
     def start(self) -> None:
         """Begin loading models or watching workers; returns at once (the app's startup)."""
 
-    async def submit(self, job: Job) -> Result:
+    async def submit(self, job: Job, events: Events | None = None) -> Result:
         """The job's Result. Raises QueueFull (over the bound), NoModel (503). Cancelling the awaiting
-        task aborts the job."""
+        task aborts the job. ``events``: called on the event loop with ("queued", {}) once the job is
+        queued, then with the engine's events for it (service/watch.py), all before submit returns."""
         ...
 
     def status(self) -> QueueStatus:

@@ -2,7 +2,8 @@
 
 The engine (service/engine.py) drives it once per iteration:
 
-    sched.add(job, now)                     # job.max_steps already resolved to an int
+    sched.add(job, now, watch=False)        # job.max_steps already resolved to an int; watch: report
+                                            # its answers as they retire (Finished.found), progress()
     plan = sched.schedule(now)              # which slots run this step; which of them are new;
                                             # plan.finished: jobs whose deadline passed
     ... run one supervision step for plan.rows, verify the rows with row.verify ...
@@ -56,7 +57,16 @@ from typing import Any
 
 from service.exit_rules import ABORTED, VALID, BatchingMode, ExitRules
 from service.jobs import Job, Outcome
-from service.plan import Finished, FinishedJob, PlanRow, RowOutcome, SolutionRecord, StepPlan
+from service.plan import (
+    Finished,
+    FinishedJob,
+    Found,
+    JobProgress,
+    PlanRow,
+    RowOutcome,
+    SolutionRecord,
+    StepPlan,
+)
 
 __all__ = ["Finished", "FinishedJob", "PlanRow", "RowOutcome", "Scheduler", "SolutionRecord", "StepPlan"]
 
@@ -92,6 +102,7 @@ class _JobState:
     prefix: int = 0  # trajectories 0..prefix-1 are all retired
     prefix_keys: set[bytes] = field(default_factory=set)
     found_keys: set[bytes] = field(default_factory=set)  # distinct solutions of all retired trajectories
+    watch: bool = False  # a streamed job: its answers go to Finished.found as they retire
 
     @property
     def width(self) -> int:
@@ -138,7 +149,7 @@ class Scheduler:
         self.step_s = 0.0
 
     # -- intake ---------------------------------------------------------------------------------------
-    def add(self, job: Job, now: float) -> None:
+    def add(self, job: Job, now: float, watch: bool = False) -> None:
         if job.id in self._jobs:
             raise ValueError(f"job {job.id} already scheduled")
         if job.max_steps is None or job.max_steps < 1:
@@ -146,7 +157,8 @@ class Scheduler:
         if job.num_trajectories < 1:
             raise ValueError("job.num_trajectories must be >= 1")
         self._seq += 1
-        self._jobs[job.id] = _JobState(job=job, max_steps=job.max_steps, arrived=now, seq=self._seq)
+        self._jobs[job.id] = _JobState(job=job, max_steps=job.max_steps, arrived=now, seq=self._seq,
+                                       watch=watch)
 
     def abort(self, job_id: str, now: float) -> Finished:
         """Finish a job as aborted and free its slots (nothing when it is unknown or already done)."""
@@ -217,6 +229,24 @@ class Scheduler:
             running_jobs=len(self._jobs) - waiting,
             waiting_trajectories=sum(s.width - s.next_traj for s in self._jobs.values()),
         )
+
+    def progress(self, job_id: str) -> JobProgress | None:
+        """Where a job stands now (None when it is unknown or finished)."""
+        state = self._jobs.get(job_id)
+        return None if state is None else self._progress(state)
+
+    def _progress(self, state: _JobState) -> JobProgress:
+        retired: dict[str, int] = {}
+        steps = 0
+        for rec in state.retired.values():
+            retired[rec.outcome] = retired.get(rec.outcome, 0) + 1
+            steps += rec.steps
+        for slot_index in state.active:
+            slot = self._slots[slot_index]
+            steps += slot.steps if slot is not None else 0
+        distinct = retired.get(VALID, 0) if self.sampling else len(state.found_keys)
+        return JobProgress(steps=steps, alive=len(state.active), waiting=state.width - state.next_traj,
+                           retired=retired, distinct=distinct)
 
     def has_work(self) -> bool:
         return bool(self._jobs)
@@ -296,6 +326,10 @@ class Scheduler:
         self._finished.retired[traj.outcome] += 1
         if traj.key is not None:
             state.found_keys.add(traj.key)
+        if state.watch and traj.outcome == VALID:
+            self._finished.found.append(
+                Found(state.job.id, slot.traj, traj.steps, traj.key, traj.score, traj.payload)
+            )
         # The prefix stops growing once it holds max_solutions distinct keys: that prefix is the answer.
         while state.prefix in state.retired and len(state.prefix_keys) < state.job.max_solutions:
             key = state.retired[state.prefix].key
@@ -342,6 +376,7 @@ class Scheduler:
                 steps=sum(r.steps for r in counted.values()),
                 queue_s=(state.first_admit if state.first_admit is not None else now) - state.arrived,
                 trajectories_run=state.next_traj,
+                progress=self._progress(state) if state.watch else None,
             )
         )
 

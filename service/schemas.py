@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from model.tasks.registry import TASKS
 from service.settings import MAX_TEMPERATURE
@@ -69,6 +69,10 @@ class SolveCommon(_Strict):
                     "text. Sudoku: the 9x9 grid, givens shaded and black, filled digits blue; N-Queens: the "
                     "board, given queens red; graph colouring: the graph on a circle, nodes filled with "
                     "their colour (fixed nodes with a thick rim). Default: no pictures",
+    )
+    stream: StrictBool = Field(
+        False, description="answer with Server-Sent Events: each distinct solution as it is verified, "
+                           "progress, then the answer (also: Accept: text/event-stream)",
     )
 
 
@@ -144,6 +148,10 @@ class SampleRequest(_Strict):
     )
     format: Literal["png", "bits"] = Field("png", description="png: base64 PNG per image; bits: 28 rows")
     timeout_ms: Number | None = Field(None, gt=0)
+    stream: StrictBool = Field(
+        False, description="answer with Server-Sent Events: each digit as it finishes, progress, then the "
+                           "answer (also: Accept: text/event-stream)",
+    )
     model_config = ConfigDict(json_schema_extra={"examples": [{"n": 4, "seed": 0, "format": "png"}]})
 
 
