@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -35,8 +36,9 @@ from redis.exceptions import RedisError
 from service import metrics
 from service.errors import QueueFull, QueueUnavailable
 from service.jobs import Job, Outcome, Result
-from service.queues import ModelInfo, QueueStatus
+from service.queues import Events, ModelInfo, QueueStatus
 from service.redis.cache import ResultCache
+from service.redis.events import events_key, relay
 from service.redis.keys import GROUP, WORKER_KEY_PATTERN, abort_key, connect, result_key, stream_key
 from service.redis.scripts import CANCEL_LUA, SUBMIT_LUA
 from service.settings import Settings
@@ -77,15 +79,18 @@ class RedisJobQueue:
         self._monitor: asyncio.Task[None] | None = None
 
     # -- the JobQueue protocol -----------------------------------------------------------------------------
-    async def submit(self, job: Job) -> Result:
+    async def submit(self, job: Job, events: Events | None = None) -> Result:
         """Run ``job`` on some worker and return its Result (``cached`` True when the result cache had it).
 
         Raises QueueFull (429) when the model's stream is at its bound, QueueUnavailable (503) when Redis
         is unreachable or no live worker serves the task, ValueError (422) for a model that does not serve
         the job's task. Cancelling the awaiting task (the client went away) withdraws the job: deleted if
         no worker has read it yet, else its worker aborts it. Only requests whose client chose the seed
-        (``job.seeded``) use the result cache: a drawn seed would never repeat."""
+        (``job.seeded``) use the result cache: a drawn seed would never repeat. ``events``: the job is
+        streamed; its worker's events come through its Redis stream (service/redis/events.py)."""
         self._start_monitor()
+        if events is not None:
+            job = replace(job, stream=True)
         job, version = await self._route(job)
         cacheable = job.seeded and version is not None
         if job.seeded and version is None:
@@ -99,11 +104,23 @@ class RedisJobQueue:
         if entry is None:
             metrics.REJECTED.labels(reason="queue_full").inc()
             raise QueueFull(job.model, retry_after_s=1.0)
+        relaying: asyncio.Task[None] | None = None
+        answered = asyncio.Event()
+        if events is not None:
+            events("queued", {})
+            relaying = asyncio.create_task(relay(self.blocking, job.id, events, answered))
         try:
             result = await self._wait(job)
+            if relaying is not None:
+                answered.set()
+                await relaying  # the worker wrote every event before the Result: nothing is left behind
         except asyncio.CancelledError:
             await asyncio.shield(self._withdraw(job, entry))
             raise
+        finally:
+            if relaying is not None:
+                relaying.cancel()
+                await asyncio.shield(self._forget_events(job))
         if cacheable and result.outcome == Outcome.complete:
             await self._remember(job, result, version)
         return result
@@ -205,6 +222,12 @@ class RedisJobQueue:
                 # On Python 3.11, asyncio.wait_for inside redis-py can swallow a cancellation that lands
                 # while a command is being sent; honour it here, at the latest one BLPOP block later.
                 raise asyncio.CancelledError
+
+    async def _forget_events(self, job: Job) -> None:
+        try:
+            await self.redis.delete(events_key(job.id))
+        except RedisError as err:  # it expires with GRAM_RESULT_TTL_S anyway
+            log.warning("could not delete the event stream of job %s: %s", job.id, err)
 
     async def _withdraw(self, job: Job, entry: bytes) -> None:
         try:

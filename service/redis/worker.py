@@ -37,6 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 from service import metrics
 from service.engine import Engine
 from service.jobs import Job, Outcome, Result
+from service.redis.events import EventWriter
 from service.redis.keys import (
     GROUP,
     abort_key,
@@ -236,18 +237,27 @@ class Worker:
                              error="the deadline passed before a worker could start the job")
             await self._write(model, entry, expired)
             return
+        # a streamed job's events go to its Redis stream, all of them before its Result
+        ttl_ms = int(self.settings.result_ttl_s * 1000)
+        writer = EventWriter(self.redis, job.id, ttl_ms) if job.stream else None
         try:
-            future = self.engines[model].submit(job)
+            future = self.engines[model].submit(job, writer.listener if writer is not None else None)
         except Exception as err:  # ValueError for a bad job, QueueFull cannot happen (bounded reads)
+            if writer is not None:
+                writer.discard()
             failed = Result(job.id, model, job.task, Outcome.error, error=f"{type(err).__name__}: {err}")
             await self._write(model, entry, failed)
             return
-        task = asyncio.create_task(self._finish(model, entry, job, asyncio.wrap_future(future)))
+        task = asyncio.create_task(self._finish(model, entry, job, asyncio.wrap_future(future), writer))
         self.running[model][entry] = _Running(entry, job, task)
 
-    async def _finish(self, model: str, entry: str, job: Job, result: Awaitable[Result]) -> None:
+    async def _finish(
+        self, model: str, entry: str, job: Job, result: Awaitable[Result], writer: EventWriter | None = None
+    ) -> None:
         try:
             answer = await result
+            if writer is not None:
+                await writer.close(drop=answer.outcome == Outcome.aborted)
             backoff = 0.1
             while True:  # the answer must reach Redis: keep it until Redis takes it
                 try:
@@ -258,6 +268,8 @@ class Worker:
                     await asyncio.sleep(backoff)
                     backoff = min(2.0, backoff * 2)
         finally:
+            if writer is not None:
+                writer.discard()
             self.running[model].pop(entry, None)
             self._capacity[model].set()
 
