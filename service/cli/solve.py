@@ -2,6 +2,7 @@
 
     gram solve --task nqueens --n 8 --queens '[[0, 0]]' --seed 0 --png board.png
     gram solve --file request.json --url http://127.0.0.1:8000
+    gram solve --task sudoku --puzzle 53..7... --stream       # each solution shown as it is verified
     gram sample --n 16 --png digits.png
 
 Help strings go through rich markup (typer's help formatter): square brackets in them are escaped.
@@ -96,8 +97,9 @@ def _post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     return response.json()
 
 
-def _run_local(settings: Settings, task: str, job_of: Any) -> tuple[Job, Result]:
-    """Route the job among the checkpoints serving ``task`` (as the API does), run it on an engine, stop."""
+def _run_local(settings: Settings, task: str, job_of: Any, live: bool = False) -> tuple[Job, Result]:
+    """Route the job among the checkpoints serving ``task`` (as the API does), run it on an engine, stop.
+    ``live``: show its solutions as they are verified (service/cli/live.py)."""
     from model.checkpoint import load_checkpoint, read_config
     from model.tasks.registry import get_task
     from service.engine import Engine
@@ -119,6 +121,10 @@ def _run_local(settings: Settings, task: str, job_of: Any) -> tuple[Job, Result]
                       style="dim")
     engine.start()
     try:
+        if live:
+            from service.cli.live import follow_local
+
+            return job, follow_local(engine, job, console)
         return job, engine.submit(job).result()
     finally:
         engine.stop()
@@ -166,6 +172,9 @@ def solve(
     png: Annotated[
         Path | None, typer.Option("--png", help="also write every solution's picture into this PNG file")
     ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="show each distinct solution live, as it is verified")
+    ] = False,
 ) -> None:
     """Solve one puzzle and show its distinct verified solutions as pictures (Sudoku grid, N-Queens board,
     colouring)."""
@@ -177,19 +186,25 @@ def solve(
         "stall_patience": stall_patience, "seed": seed, "temperature": temperature, "timeout_ms": timeout_ms,
     }
     body.update({k: v for k, v in flags.items() if v is not None})
+    stream = stream or body.get("stream") is True
     try:
         request = TypeAdapter(SolveRequest).validate_python(body)
     except ValidationError as err:
         _fail(*_explain(err, from_flags=file is None))
         return
-    if url:
+    if url and stream:
+        from service.cli.live import follow_remote
+
+        response = follow_remote(url, "/solve", body, console, _fail)
+    elif url:
         response = _post(url, "/solve", body)
     else:
         from service.intake import solve_job
 
         settings = Settings(**({"weights_dir": weights_dir} if weights_dir else {}))
         try:
-            job, result = _run_local(settings, request.task, lambda m: solve_job(settings, request, m))
+            job, result = _run_local(settings, request.task, lambda m: solve_job(settings, request, m),
+                                     live=stream)
         except TaskInputError as err:
             _fail(f"{err.field_name or 'body'}: {err}")
             return
