@@ -9,12 +9,18 @@ each test asserts none was made. The pages' Content-Security-Policy stops any ot
 itself; ReDoc's bundle tries one (its vendor's logo, which it hides when it fails to load): the docs test
 lets that one be refused by the CSP, never sent.
 
+The page streams every request (``"stream": true``, Server-Sent Events): the tests check that it asked
+for a stream and got one, and that the live panel shows the stream's progress (trajectories alive,
+retired) next to the answer. ``GRAM_SCREENSHOTS=<folder>`` also saves one screenshot per task there (the
+README's, in docs/playground/).
+
 Without Chromium the tests skip, saying why (only where it cannot be installed: ``make test`` installs it
 or fails).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -120,6 +126,31 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
         opened.context.close()
 
 
+def shot(page: Any, tmp_path: Path, name: str) -> None:
+    """A full-page screenshot in the test's tmp dir, and in GRAM_SCREENSHOTS when set."""
+    page.screenshot(path=tmp_path / name, full_page=True)
+    folder = os.environ.get("GRAM_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=Path(folder) / name, full_page=True)
+
+
+def run_streamed(page: Any, button: str, path: str) -> None:
+    """Press the button; the page must POST ``path`` with "stream": true and get Server-Sent Events."""
+    with page.expect_response(lambda r: r.url.endswith(path) and r.request.method == "POST") as info:
+        page.get_by_role("button", name=button).click()
+    response = info.value
+    assert json.loads(response.request.post_data)["stream"] is True
+    assert response.headers["content-type"].startswith("text/event-stream"), response.headers
+
+
+def live_fields(page: Any) -> dict[str, str]:
+    """The status panel's fields once the answer is in (it keeps the stream's last progress)."""
+    page.locator("#status [data-field='state'] dd", has_text="done").wait_for()
+    names = page.locator("#status dt").all_inner_texts()
+    return dict(zip(names, page.locator("#status dd").all_inner_texts(), strict=True))
+
+
 def open_task(page: Any, url: str, task: str) -> None:
     page.goto(url + "/")
     page.get_by_role("tab", name={"sudoku": "Sudoku", "nqueens": "N-Queens", "mnist": "MNIST",
@@ -142,9 +173,10 @@ def test_sudoku_typed_in_is_solved_and_verified(page: Any, server: Server, tmp_p
     page.keyboard.type(SUDOKU)  # keyboard entry: a digit fills the cell, '.' blanks it, both move on
     assert page.locator("#sudoku-text").input_value() == SUDOKU
     settings(page, width=8, seed=0)
-    page.get_by_role("button", name="Solve").click()
+    run_streamed(page, "Solve", "/solve")
+    fields = live_fields(page)  # the answer is in: the solution drawn now is the answer's
+    assert fields["trajectories alive"] == "0" and "valid" in fields["retired"], fields
     board = page.locator(".solution .sudoku").first
-    board.wait_for()
     cells = board.locator(".cell")
     assert cells.count() == 81
     digits = [int(d) for d in cells.all_inner_texts()]
@@ -157,7 +189,7 @@ def test_sudoku_typed_in_is_solved_and_verified(page: Any, server: Server, tmp_p
     assert status.locator('[data-field="state"] dd').inner_text() == "done"
     assert status.locator('[data-field="solutions found"] dd').inner_text() == "1"
     assert status.locator('[data-field="seed"] dd').inner_text() == "0"
-    page.screenshot(path=tmp_path / "sudoku.png", full_page=True)
+    shot(page, tmp_path, "sudoku.png")
 
 
 def test_nqueens_two_given_queens_are_completed(page: Any, server: Server, tmp_path: Path) -> None:
@@ -167,8 +199,8 @@ def test_nqueens_two_given_queens_are_completed(page: Any, server: Server, tmp_p
         page.get_by_role("button", name=f"row {r + 1} column {c + 1}", exact=True).click()
     assert page.locator("#nqueens-board .queen").count() == 2
     settings(page, width=16, seed=0, max_solutions=4)
-    page.get_by_role("button", name="Solve").click()
-    page.locator("#status [data-field='state'] dd", has_text="done").wait_for()
+    run_streamed(page, "Solve", "/solve")
+    assert "valid" in live_fields(page)["retired"]
     boards = page.locator(".solution .chess")
     assert boards.count() >= 1, page.locator("#solutions").inner_text()
     task = get_task("nqueens")
@@ -182,20 +214,20 @@ def test_nqueens_two_given_queens_are_completed(page: Any, server: Server, tmp_p
         given = {(int(s.get_attribute("data-row")), int(s.get_attribute("data-col")))
                  for s in boards.nth(b).locator(".queen.given").all()}
         assert given == set(QUEENS)
-    page.screenshot(path=tmp_path / "nqueens.png", full_page=True)
+    shot(page, tmp_path, "nqueens.png")
 
 
 def test_mnist_samples_sixteen_images(page: Any, server: Server, tmp_path: Path) -> None:
     open_task(page, server.url, "mnist")
     page.get_by_label("Digits").fill("16")
     settings(page, seed=0)
-    page.get_by_role("button", name="Sample").click()
-    page.locator("#status [data-field='state'] dd", has_text="done").wait_for()
+    run_streamed(page, "Sample", "/sample")
+    assert live_fields(page)["trajectories alive"] == "0"
     images = page.locator(".digit img")
     assert images.count() == 16
     sizes = images.evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
     assert sizes == [[True, 28, 28]] * 16, "every image decoded as a 28 x 28 PNG"
-    page.screenshot(path=tmp_path / "mnist.png", full_page=True)
+    shot(page, tmp_path, "mnist.png")
 
 
 def test_bad_sudoku_shows_the_api_message(page: Any, server: Server, tmp_path: Path) -> None:
@@ -227,8 +259,8 @@ def test_bad_sudoku_shows_the_api_message(page: Any, server: Server, tmp_path: P
 def test_graph_colouring_is_drawn_and_valid(page: Any, server: Server, tmp_path: Path) -> None:
     open_task(page, server.url, "graph_coloring")  # the first example: a 5-cycle, 3 colours, node 0 fixed
     settings(page, width=16, seed=0)
-    page.get_by_role("button", name="Solve").click()
-    page.locator("#status [data-field='state'] dd", has_text="done").wait_for()
+    run_streamed(page, "Solve", "/solve")
+    assert "valid" in live_fields(page)["retired"]
     graphs = page.locator(".solution svg.graph")
     assert graphs.count() >= 1
     edges = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)]
@@ -236,7 +268,7 @@ def test_graph_colouring_is_drawn_and_valid(page: Any, server: Server, tmp_path:
         colors = [int(c) for c in graphs.nth(g).locator(".node").evaluate_all(
             "nodes => nodes.map(n => n.dataset.color)")]
         assert colors[0] == 0 and all(colors[u] != colors[v] for u, v in edges), colors
-    page.screenshot(path=tmp_path / "graph_coloring.png", full_page=True)
+    shot(page, tmp_path, "graph_coloring.png")
 
 
 def test_phone_width_has_no_horizontal_scroll(browser: Any, server: Server, tmp_path: Path) -> None:

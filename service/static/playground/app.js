@@ -5,9 +5,10 @@
 //   run.progress(fields)           live fields for the status panel
 //   run.done(response)             the final response (the non-streamed API's JSON body)
 //   run.fail(message)              the API's error message
-// Today the transport is the non-streamed JSON API (postJson): it calls run.solution once per solution
-// after the response arrives, then run.done. A Server-Sent-Events transport ("stream": true) can call
-// the same callbacks as events arrive, without changing how anything is drawn.
+// The transport is the streamed API (postStream: "stream": true, Server-Sent Events read from fetch's
+// body): run.solution for each solution or sample event as the engine verifies it, run.progress for each
+// progress event (at most ten a second), then run.done with the done event's data, the answer: the
+// solutions are then drawn again as the answer has them (final counts and order).
 "use strict";
 
 const TASKS = ["sudoku", "nqueens", "graph_coloring", "mnist"];
@@ -406,6 +407,7 @@ function requestBody() {
       if (!Object.keys(graph.fixed).length) delete body.fixed;
     }
   }
+  body.stream = true;  // Server-Sent Events: solutions drawn as they are verified (postStream)
   return body;
 }
 
@@ -589,11 +591,20 @@ class Run {
     this.tick();
   }
 
+  // The answer replaces what streamed in: its counts are final, and a seeded answer is made of a prefix
+  // of the trajectories, so it may leave out a solution a later trajectory streamed.
+  answer(items) {
+    $("solutions").replaceChildren();
+    this.found = 0;
+    items.forEach((item, i) => this.solution(item, i));
+  }
+
   done(response, rawSeed) {
     this.finish();
     const { solutions, images, grid_png, ...fields } = response;
     if (rawSeed !== undefined) fields.seed = rawSeed;
-    setStatus({ state: "done", elapsed: this.elapsed(), [this.countName()]: this.found, ...fields });
+    const { state: _, ...live } = this.fields;  // the last progress: trajectories alive, retired
+    setStatus({ state: "done", elapsed: this.elapsed(), [this.countName()]: this.found, ...live, ...fields });
     // The status panel changes ten times a second; screen readers hear only the outcome.
     $("announce").textContent = `Done in ${this.elapsed()}: ${this.found} ${this.countName().split(" ")[0]}.`;
     if (this.found === 0 && this.task !== "mnist") {
@@ -618,34 +629,87 @@ class Run {
   }
 }
 
-// The non-streamed transport: one POST, then each solution through run.solution, then run.done.
-async function postJson(path, json, run) {
+function retiredText(retired) {
+  const parts = Object.entries(retired || {}).sort().map(([reason, n]) => `${reason} ${n}`);
+  return parts.length ? parts.join(", ") : "none yet";
+}
+
+// One Server-Sent Event from its lines ("event: kind", "data: json"; ":" lines are pings).
+function parseEvent(block) {
+  let kind = "message";
+  const data = [];
+  for (const line of block.split(/\r\n|\r|\n/)) {
+    if (line.startsWith("event:")) kind = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  return data.length ? { kind, data: data.join("\n") } : null;
+}
+
+function handleEvent(path, event, run) {
+  if (event.kind === "done") {
+    const body = JSON.parse(event.data);
+    // JSON numbers past 2^53 lose digits in JSON.parse: read the seed from the text itself.
+    const seedMatch = event.data.match(/"seed"\s*:\s*(\d+)/);
+    const rawSeed = seedMatch && BigInt(seedMatch[1]) > SAFE ? seedMatch[1] : undefined;
+    run.answer(path === "sample" ? body.images.map((image) => ({ solution: image })) : body.solutions);
+    run.done(body, rawSeed);
+    return true;
+  }
+  const data = JSON.parse(event.data);
+  if (event.kind === "error") {
+    run.fail(apiMessage(data.status, data, ""));
+    return true;
+  }
+  if (event.kind === "solution") run.solution(data, run.found);
+  else if (event.kind === "sample") run.solution({ solution: data.image }, run.found);
+  else if (event.kind === "progress") {
+    run.progress({ steps: data.steps, "trajectories alive": data.alive, waiting: data.waiting,
+                   retired: retiredText(data.retired) });
+  }
+  return false;
+}
+
+// The streamed transport: one POST with "stream": true; its events are drawn as they arrive.
+async function postStream(path, json, run) {
   let response;
   try {
     response = await fetch(path, {
-      method: "POST", headers: { "content-type": "application/json", accept: "application/json" },
+      method: "POST", headers: { "content-type": "application/json", accept: "text/event-stream" },
       body: json, signal: run.controller.signal,
     });
   } catch (err) {
     run.fail(err.name === "AbortError" ? "Cancelled." : `The request did not reach the service: ${err.message}`);
     return;
   }
-  const text = await response.text();
-  let body = null;
-  try { body = JSON.parse(text); } catch { /* not JSON: shown as text */ }
-  if (!response.ok) {
+  if (!response.ok) {  // refused before it was queued (422, 429, 503): the API's JSON error
+    const text = await response.text();
+    let body = null;
+    try { body = JSON.parse(text); } catch { /* not JSON: shown as text */ }
     let message = apiMessage(response.status, body, text);
     const retry = response.headers.get("retry-after");
     if (response.status === 429 && retry) message += ` (retry after ${retry} s)`;
     run.fail(message);
     return;
   }
-  // JSON numbers past 2^53 lose digits in JSON.parse: read the seed from the text itself.
-  const seedMatch = text.match(/"seed"\s*:\s*(\d+)/);
-  const rawSeed = seedMatch && BigInt(seedMatch[1]) > SAFE ? seedMatch[1] : undefined;
-  const items = path === "sample" ? body.images.map((image) => ({ solution: image })) : body.solutions;
-  items.forEach((item, i) => run.solution(item, i));
-  run.done(body, rawSeed);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      const blocks = buffer.split(/\r\n\r\n|\n\n|\r\r/);
+      buffer = blocks.pop();
+      for (const block of blocks) {
+        const event = parseEvent(block);
+        if (event && handleEvent(path, event, run)) return;
+      }
+    }
+  } catch (err) {
+    run.fail(err.name === "AbortError" ? "Cancelled." : `The stream broke off: ${err.message}`);
+    return;
+  }
+  run.fail("The stream ended without an answer.");
 }
 
 function submit(event) {
@@ -665,7 +729,7 @@ function submit(event) {
   state.run = run;
   $("run").disabled = true;
   $("cancel").disabled = false;
-  postJson(state.task === "mnist" ? "sample" : "solve", json, run);
+  postStream(state.task === "mnist" ? "sample" : "solve", json, run);
 }
 
 function cancel() {
