@@ -242,3 +242,27 @@ def test_a_client_that_disconnects_mid_stream_frees_the_jobs_slots() -> None:
             assert time.monotonic() - started < 20
     finally:
         runtime.stop()
+
+
+def test_a_job_that_fails_mid_stream_ends_with_an_error_event() -> None:
+    settings = Settings(slots=2, stall_patience=0, use_halting=False)
+    model = tiny_model("nqueens")
+    step, calls = model.step, []
+
+    def failing_step(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("boom")
+        return step(*args)
+
+    model.step = failing_step
+    runtime = Runtime.from_models(settings, {"nq": (model, get_task("nqueens"))})
+    try:
+        app = create_app(settings, runtime=runtime)
+        body = {"task": "nqueens", "n": 8, "num_trajectories": 2, "max_steps": 8, "stream": True}
+        response = asyncio.run(post(app, "/solve", body))
+        assert response.status_code == 200
+        kind, data = parse_sse(response.text)[-1]
+        assert kind == "error" and data["status"] == 500 and "boom" in data["detail"], data
+    finally:
+        runtime.stop()
