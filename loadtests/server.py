@@ -43,8 +43,10 @@ class ServiceProcess:
         weights_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
         ready_timeout_s: float = 180.0,
+        repo: Path | None = None,
     ) -> None:
         self.mode = mode
+        self.repo = repo or REPO_ROOT  # the checkout whose code serves (e.g. a baseline worktree)
         self.weights_dir = weights_dir
         self.extra_env = dict(env or {})
         self.ready_timeout_s = ready_timeout_s
@@ -60,6 +62,8 @@ class ServiceProcess:
         if self.weights_dir is not None:
             env["GRAM_WEIGHTS_DIR"] = str(self.weights_dir)
         env.update(self.extra_env)
+        if self.repo != REPO_ROOT:
+            env["PYTHONPATH"] = str(self.repo)
         # Import the CLI app directly: works whether or not the `gram` console script is installed.
         cmd = [
             sys.executable,
@@ -71,7 +75,7 @@ class ServiceProcess:
             "--port",
             str(self.port),
         ]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=self.repo, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
         return self
 
