@@ -252,6 +252,34 @@ def test_repeated_seeded_request_is_answered_from_the_cache(stack: dict[str, Any
     assert other_seed["cached"] is False
 
 
+def test_a_streamed_request_through_redis_ends_with_the_plain_answer(stack: dict[str, Any]) -> None:
+    """Server-Sent Events from `gram serve` in Redis mode: the worker's events relayed through Redis, the
+    done event the non-streamed answer, and no event stream left behind."""
+    url = _url(stack["api"], "/solve")
+    body = {"task": "graph_coloring", "num_nodes": 5, "num_colors": 3, "edges": [[0, 1], [1, 2], [2, 3],
+            [3, 4], [4, 0]], "num_trajectories": 8, "max_steps": 4, "seed": 5151}
+    events = []
+    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "done" and "progress" in kinds, kinds
+    done = events[-1][1]
+    assert done["cached"] is False  # it ran on a worker: its events came through Redis
+    streamed = [json.dumps(d["solution"], sort_keys=True) for k, d in events if k == "solution"]
+    assert {json.dumps(s["solution"], sort_keys=True) for s in done["solutions"]} <= set(streamed)
+    assert len(streamed) == len(set(streamed)) == events[-2][1]["distinct"]
+    plain = httpx.post(url, json=body, timeout=60).json()
+    _assert_same(plain, done)
+    assert not redis.Redis(port=stack["redis"].port).keys("gram:events:*")
+
+
 def test_redis_outage_gives_fast_503s_and_the_api_recovers_by_itself(stack: dict[str, Any]) -> None:
     api, rds = stack["api"], stack["redis"]
     api_pid = api.pid
