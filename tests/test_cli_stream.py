@@ -47,8 +47,8 @@ def test_solve_stream_in_process_gives_the_plain_answer(weights: Path) -> None:
     plain = runner.invoke(app, args)
     streamed = runner.invoke(app, [*args, "--stream"])
     assert plain.exit_code == streamed.exit_code == 0, streamed.output
-    assert answer(streamed.output) == answer(plain.output)
-    assert answer(plain.output)["solutions"], "the request should find solutions"
+    assert answer(streamed.stdout) == answer(plain.stdout)
+    assert answer(plain.stdout)["solutions"], "the request should find solutions"
     table = runner.invoke(app, ["solve", *REQUEST, "--weights-dir", str(weights), "--stream"])
     assert table.exit_code == 0 and "solutions" in table.output and "complete=True" in table.output
 
@@ -78,7 +78,7 @@ def test_solve_stream_with_url_gives_the_servers_answer(server: str) -> None:
     plain = runner.invoke(app, ["solve", *REQUEST, "--url", server, "--json"])
     streamed = runner.invoke(app, ["solve", *REQUEST, "--url", server, "--json", "--stream"])
     assert plain.exit_code == streamed.exit_code == 0, streamed.output
-    assert answer(streamed.output) == answer(plain.output)
+    assert answer(streamed.stdout) == answer(plain.stdout)
     bad = ["--task", "graph_coloring", "--num-nodes", "3", "--num-colors", "3", "--edges", "[[0, 7]]"]
     refused = runner.invoke(app, ["solve", *bad, "--url", server, "--stream"])
     assert refused.exit_code == 2 and "422" in refused.output
