@@ -54,7 +54,10 @@ class Job:
         return cls(id=uuid.uuid4().hex, **fields)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.stream:  # an unstreamed job stays readable by workers that predate streaming
+            del data["stream"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:

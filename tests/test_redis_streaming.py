@@ -5,6 +5,7 @@ the job ends, and a client that goes away mid-stream frees the job's slots on th
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,3 +84,15 @@ def test_a_client_gone_mid_stream_frees_the_jobs_slots_on_the_worker(url: str) -
         await until(lambda: not client.keys("gram:events:*"), 5)
 
     asyncio.run(serving(worker, scenario()))
+
+
+def test_only_a_streamed_job_carries_the_stream_flag_to_the_workers() -> None:
+    """An unstreamed job's JSON is what workers from before streaming read (a rolling update)."""
+    from dataclasses import replace
+
+    from service.jobs import Job
+
+    job = toy_job(seed=1)
+    assert "stream" not in job.to_dict() and Job.from_json(job.to_json()) == job
+    streamed = replace(job, stream=True)
+    assert json.loads(streamed.to_json())["stream"] is True and Job.from_json(streamed.to_json()) == streamed
