@@ -155,11 +155,13 @@ def coloring_conflicts(y: torch.Tensor, x: torch.Tensor) -> int:
 def evaluate(
     model: GRAM, per_setting: int = 100, n_max: int = 50, max_steps: int | None = None, seed: int = 0,
     heldout: list[HeldOut] | None = None, progress: Any = None, temperature: float | None = None,
-    use_halting: bool | None = None,
+    use_halting: bool | None = None, settings: list[str] | None = None,
 ) -> dict[str, Any]:
     """Accuracy and coverage @n on the held-out set, sampled as the service samples: at ``temperature``,
     by default the checkpoint's recommended prior temperature (card ``prior_temperature``, else 1), and
-    with the halting head on unless ``use_halting`` (by default the card's) says otherwise."""
+    with the halting head on unless ``use_halting`` (by default the card's) says otherwise.
+    ``settings``: only these held-out settings (e.g. Sudoku's hard tiers); compare two checkpoints with
+    the same list, since each instance's sampling seed follows its place in the evaluated list."""
     task = get_task(model.config.task)
     card = model.card
     temperature = served_temperature(model, temperature)
@@ -171,6 +173,8 @@ def evaluate(
         taken: dict[str, int] = defaultdict(int)
         heldout = []
         for h in full:
+            if settings and h.setting not in settings:
+                continue
             if taken[h.setting] < per_setting:
                 heldout.append(h)
                 taken[h.setting] += 1

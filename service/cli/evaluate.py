@@ -32,6 +32,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="report path (one checkpoint) or folder (several)")] = None,
     png: Annotated[Path | None, typer.Option(help="MNIST: write the sample grid here")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    setting: Annotated[
+        list[str] | None, typer.Option(help="evaluate only this held-out setting (repeatable), e.g. hard")
+    ] = None,
     temperature: Annotated[
         float | None, typer.Option(help="prior temperature (default: each checkpoint's recommended one)")
     ] = None,
@@ -61,7 +64,7 @@ def evaluate(
         else:
             with progress_reporter(f"eval {path.name}") as on_progress:
                 report = run_eval(model, per_setting, samples, max_steps, progress=on_progress,
-                                  temperature=temperature, use_halting=halting)
+                                  temperature=temperature, use_halting=halting, settings=setting)
         text = json.dumps(report, indent=2)
         target = out / f"{path.stem}.eval.json" if out is not None and len(checkpoints) > 1 else out
         if target is not None:
