@@ -74,8 +74,8 @@ async def main(base_url: str = "http://127.0.0.1:8000", concurrency: int = 8) ->
             raise answer
         else:
             found = answer["solutions"][0]["solution"] if answer["solutions"] else "-"
-            print(f"puzzle {i}: status {answer['status']}, seed {answer['seed']} (send it back to get "
-                  f"this answer again), {answer['elapsed_ms']:.0f} ms: {found}")
+            print(f"puzzle {i}: status {answer['status']}, seed {answer['seed']} (send it back for a "
+                  f"reproducible answer), {answer['elapsed_ms']:.0f} ms: {found}")
 
 
 if __name__ == "__main__":
