@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from PIL import Image
 
 from loadtests.dashboard_stack import prometheus_config, rate_at, request_body
@@ -88,3 +90,22 @@ def test_prometheus_config_scrapes_the_loopback_stack() -> None:
                        "prometheus": ["127.0.0.1:1003"]}
     assert config["global"]["scrape_interval"] == "2s"
     assert all("dns_sd_configs" not in j for j in config["scrape_configs"])
+
+
+def test_fetch_puts_series_on_the_query_grid_with_gaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import math
+
+    import loadtests.render_dashboard as rd
+
+    def fake_query_range(prometheus: str, expr: str, start: float, end: float, step_s: float) -> list[Any]:
+        return [{"metric": {"task": "sudoku"}, "values": [[T0, "1"], [T0 + 4, "NaN"], [T0 + 6, "3"]]}]
+
+    monkeypatch.setattr(rd, "query_range", fake_query_range)
+    panel = next(p for p in load_panels() if p.title == "Distinct solutions per job")
+    (name, points), = rd.fetch("http://prometheus", [panel], T0, T0 + 8, 2)[panel.title]
+    assert name == "sudoku"
+    assert [t for t, _ in points] == [T0 + 2 * i for i in range(5)]
+    values = [v for _, v in points]
+    assert values[0] == 1 and values[3] == 3  # scraped points kept
+    assert all(math.isnan(values[i]) for i in (1, 2, 4))  # missing and NaN steps: gaps, not joined lines
+    assert rd.has_data([(name, points)]) and not rd.has_data([("x", [(T0, math.nan)])])
