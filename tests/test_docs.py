@@ -23,7 +23,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 # A repository path anywhere in the text (prose, inline code, code blocks): it starts at a top-level folder
 # and stops at a character no path here uses, so `model/weights/<name>.md` is checked as model/weights/;
 # a glob (`tests/test_loadtests_*.py`) must match something.
-TOP = ("model", "service", "kernels", "loadtests", "tests", "deploy", "docs")
+TOP = ("model", "service", "kernels", "loadtests", "tests", "deploy", "docs", "examples")
 REPO_PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(TOP) + r")/[\w./*-]*)")
 # BENCHMARKS.md names its result folders without the loadtests/results/ prefix.
 RESULT_FOLDER = re.compile(r"`((?:sweep|quality|temperature|overhead|step_scaling)-[\w.-]+)`")
