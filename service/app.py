@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Body, FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -123,7 +124,7 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.REJECTED.labels(reason="invalid_input").inc()
-        return await request_validation_exception_handler(request, exc)
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, 422)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -243,6 +244,19 @@ def model_card(info: ModelInfo) -> ModelCard:
         trained_range=info.card.get("input_range") or None, parameters=info.parameters, config=info.config,
         card=info.card, markdown=info.markdown,
     )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN / Infinity float as the string a client sent (JSON has no such numbers,
+    yet Python's parser reads them and the 422 echoes the offending input, which then could not be
+    serialised: a 500)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _no_model(err: NoModel) -> JSONResponse:

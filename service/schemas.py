@@ -28,7 +28,8 @@ Number = StrictFloat | StrictInt
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity are not JSON, but Python's parser reads them: refused, naming the field
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SolveCommon(_Strict):

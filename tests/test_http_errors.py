@@ -123,6 +123,32 @@ def test_malformed_json_gets_422(app: Any, content: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    ("path", "content", "field"),
+    [
+        ("/solve", b'{"task": "nqueens", "n": 6, "temperature": NaN}', "temperature"),
+        ("/solve", b'{"task": "nqueens", "n": 6, "temperature": Infinity}', "temperature"),
+        ("/solve", b'{"task": "nqueens", "n": 6, "timeout_ms": Infinity}', "timeout_ms"),
+        ("/solve", b'{"task": "nqueens", "n": 6, "timeout_ms": -Infinity}', "timeout_ms"),
+        ("/solve", b'{"task": "nqueens", "n": NaN}', "n"),
+        ("/solve", b'{"task": "nqueens", "n": 6, "queens": [[0, NaN]]}', "queens"),
+        ("/solve", b'{"task": "graph_coloring", "num_nodes": 3, "edges": [], "num_colors": 2, '
+                   b'"fixed": {"0": -Infinity}}', "fixed"),
+        ("/solve", b'{"task": "nqueens", "n": 6, "extra": NaN}', "extra"),
+        ("/sample", b'{"n": 2, "temperature": NaN}', "temperature"),
+        ("/sample", b'{"n": 2, "timeout_ms": Infinity}', "timeout_ms"),
+    ],
+)
+def test_nan_and_infinity_get_422_naming_the_field_not_a_500(
+    app: Any, path: str, content: bytes, field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON has no NaN or Infinity, but Python's parser reads them; the 422 must still be JSON."""
+    response = call(app, "POST", path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert any(field in item["loc"] for item in response.json()["detail"]), response.text
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize(
     ("body", "needle"),
     [({"n": 0}, "n"), ({"n": 65}, "n"), ({"format": "gif"}, "format"), ({"steps": 99}, "steps"),
      ({"seed": "x"}, "seed"), ({"temperature": -1}, "temperature")],
