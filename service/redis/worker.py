@@ -11,7 +11,8 @@ Background loops, all on one asyncio event loop (the engines run in their own th
   after a Redis restart that lost them.
 - refresh: XCLAIM JUSTID on the entries being run, so no janitor takes them from a live worker however
   long a job runs; aborts jobs whose client went away (``gram:abort:{job}``) or that another worker took.
-- janitor: XAUTOCLAIM entries idle for ``claim_idle_s`` (their worker died) into free capacity; an entry
+- janitor: XAUTOCLAIM entries idle for ``claim_idle_s`` (their worker died) into the engine's queue at once,
+  busy or not; an entry
   delivered more than ``max_deliveries`` times goes to the dead-letter stream with an error for its client.
 On stop() (SIGTERM, see process.py) the worker stops reading, finishes what it is running for a grace
 period, and hands back the rest (marked idle, so the next janitor anywhere re-claims them at once).
@@ -36,6 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from service import metrics
 from service.engine import Engine
+from service.errors import QueueFull
 from service.jobs import Job, Outcome, Result
 from service.redis.events import EventWriter
 from service.redis.keys import (
@@ -242,7 +244,13 @@ class Worker:
         writer = EventWriter(self.redis, job.id, ttl_ms) if job.stream else None
         try:
             future = self.engines[model].submit(job, writer.listener if writer is not None else None)
-        except Exception as err:  # ValueError for a bad job, QueueFull cannot happen (bounded reads)
+        except QueueFull:  # reads and claims are sized to fit; if not, left pending: re-claimed when idle
+            if writer is not None:
+                writer.discard()
+            log.warning("worker %s: engine %s is full; entry %s waits to be re-claimed", self.consumer,
+                        model, entry)
+            return
+        except Exception as err:  # ValueError for a bad job
             if writer is not None:
                 writer.discard()
             failed = Result(job.id, model, job.task, Outcome.error, error=f"{type(err).__name__}: {err}")
@@ -315,31 +323,41 @@ class Worker:
 
     # -- janitor: re-claim what dead workers left -----------------------------------------------------------
     async def _janitor(self) -> None:
+        """Take every entry idle past ``claim_idle_s`` (its worker died) into the engine's queue at once,
+        even when this worker's slots are all busy: there it waits its turn like any job, instead of
+        waiting in Redis for a worker to become idle (which, under load, may take longer than its
+        deadline). Bounded by the room left in the engine's own queue (``max_queue``)."""
         idle_ms = int(self.settings.claim_idle_s * 1000)
-        for model in self.engines:
-            free = self._free(model)
-            if free == 0:
-                continue
-            try:
-                reply = await self.redis.xautoclaim(stream_key(model), GROUP, self.consumer,
-                                                    min_idle_time=idle_ms, start_id="0-0", count=free)
-            except ResponseError as err:
-                if "NOGROUP" not in str(err):
-                    raise
-                await self._ensure_group(model)
-                continue
-            claimed = [(_text(e), f) for e, f in reply[1] if e is not None and f is not None]
-            if not claimed:
-                continue
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for entry, _ in claimed:
-                    pipe.xpending_range(stream_key(model), GROUP, min=entry, max=entry, count=1)
-                pending = await pipe.execute()
-            for (entry, fields), info in zip(claimed, pending, strict=True):
-                deliveries = int(info[0]["times_delivered"]) if info else 1
-                log.warning("worker %s: re-claimed entry %s of %s (delivery %d)", self.consumer, entry,
-                            model, deliveries)
-                await self._accept(model, entry, fields, deliveries)
+        for model, engine in self.engines.items():
+            room, cursor = engine.max_queue - engine.in_flight(), "0-0"
+            while room > 0:
+                try:
+                    reply = await self.redis.xautoclaim(stream_key(model), GROUP, self.consumer,
+                                                        min_idle_time=idle_ms, start_id=cursor, count=room)
+                except ResponseError as err:
+                    if "NOGROUP" not in str(err):
+                        raise
+                    await self._ensure_group(model)
+                    break
+                claimed = [(_text(e), f) for e, f in reply[1] if e is not None and f is not None]
+                await self._take_claimed(model, claimed)
+                room -= len(claimed)
+                cursor = _text(reply[0])
+                if cursor == "0-0":  # the whole pending list was scanned
+                    break
+
+    async def _take_claimed(self, model: str, claimed: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        if not claimed:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry, _ in claimed:
+                pipe.xpending_range(stream_key(model), GROUP, min=entry, max=entry, count=1)
+            pending = await pipe.execute()
+        for (entry, fields), info in zip(claimed, pending, strict=True):
+            deliveries = int(info[0]["times_delivered"]) if info else 1
+            log.warning("worker %s: re-claimed entry %s of %s (delivery %d)", self.consumer, entry,
+                        model, deliveries)
+            await self._accept(model, entry, fields, deliveries)
 
     # -- shutdown --------------------------------------------------------------------------------------------
     async def _drain(self, grace_s: float) -> None:

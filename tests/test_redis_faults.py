@@ -1,0 +1,66 @@
+"""Redis mode under faults and overload, in process against a real redis-server (loopback, stopped by pid):
+a dead worker's jobs are re-claimed while the survivors are busy. Workers run the deterministic toy model
+of tests/fake_model.py; the helpers are tests/test_redis_queue.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from service.jobs import Outcome
+from service.redis.keys import GROUP
+from tests.fake_model import FakeModel
+from tests.test_redis_harness import Server, start_redis
+from tests.test_redis_queue import STREAM, make_queue, make_worker, serving, toy_job, until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_redis(tmp_path_factory.mktemp("redis-faults"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def url(redis_server: Server) -> Iterator[str]:
+    client = redis.Redis(port=redis_server.port)
+    client.flushdb()
+    yield f"redis://127.0.0.1:{redis_server.port}/0"
+    client.flushdb()
+
+
+def test_a_dead_workers_job_is_reclaimed_while_the_survivor_is_busy(url: str) -> None:
+    """The survivor's capacity (two jobs) is taken by two long jobs (~20 s); the dead worker's short job must
+    not wait for them: re-claimed after claim_idle_s, it shares the slots and is answered long before."""
+    client = redis.Redis.from_url(url)
+    survivor = make_worker(url, FakeModel(n_sup=8, step_delay_s=0.05), worker_max_jobs=2, claim_idle_s=0.3)
+    queue = make_queue(url)
+
+    async def scenario() -> tuple[float, bool]:
+        await until(lambda: client.exists(f"gram:worker:{survivor.consumer}"))
+        long_jobs = [asyncio.create_task(queue.submit(toy_job(seed=s, width=160, k=9, spread=9)))
+                     for s in (1, 2)]
+        await until(lambda: len(survivor.running["toy"]) == 2)
+        victims_job = asyncio.create_task(queue.submit(toy_job(seed=3)))
+        # a worker that reads the job and dies (never refreshes it, never answers)
+        taken = await until(lambda: client.xreadgroup(GROUP, "dead-worker", {STREAM: ">"}, count=1))
+        started = time.monotonic()
+        result = await asyncio.wait_for(victims_job, 10.0)
+        took = time.monotonic() - started
+        busy = not any(t.done() for t in long_jobs)
+        assert taken and result.outcome == Outcome.complete and result.num_trajectories == 6
+        for task in long_jobs:
+            task.cancel()
+        await asyncio.gather(*long_jobs, return_exceptions=True)
+        await queue.close()
+        return took, busy
+
+    took, busy = asyncio.run(serving(survivor, scenario()))
+    assert busy, "the dead worker's job waited for the survivor's long jobs"
+    assert took < 6.0
