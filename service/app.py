@@ -60,7 +60,9 @@ log = logging.getLogger(__name__)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "request body over GRAM_MAX_BODY_BYTES"},
     422: {"model": ErrorResponse, "description": "malformed or invalid input; the message names the field"},
-    429: {"model": ErrorResponse, "description": "queue full; retry after the Retry-After header's seconds"},
+    429: {"model": ErrorResponse,
+          "description": "queue full, or the work queued ahead would outlast the request's deadline; retry "
+                         "after the Retry-After header's seconds"},
     503: {"model": ErrorResponse, "description": "no model loaded for this task (yet)"},
 }
 STREAMED: dict[int | str, dict[str, Any]] = {
@@ -308,7 +310,7 @@ async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResp
 def _refused(err: Exception) -> JSONResponse | None:
     """The response to an error the queue raised at submit (None: not one a client caused)."""
     if isinstance(err, QueueFull):
-        return _error(429, [], str(err), "queue_full",
+        return _error(429, [], str(err), err.kind,
                       headers={"Retry-After": str(int(max(1, round(err.retry_after_s))))})
     if isinstance(err, NoModel):
         return _no_model(err)

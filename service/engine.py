@@ -33,7 +33,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,6 +43,7 @@ import torch
 from model.gram import GRAM, served_halting, served_temperature
 from model.tasks.base import Instance, Task, TaskSpec
 from service import metrics
+from service.admission import DeadlineUnmeetable, WorkMeter
 from service.errors import EngineStopped, QueueFull
 from service.jobs import Job, Outcome, Result, Solution
 from service.plan import Finished, FinishedJob, Found, StepPlan
@@ -113,6 +114,10 @@ class Engine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._finish_times: deque[float] = deque(maxlen=64)  # for Retry-After
+        # deadline-aware admission (service/admission.py): speed and work per job, slot-steps used per job
+        self.meter = WorkMeter()
+        self.deadline_admission = settings.deadline_admission
+        self._used: Counter[str] = Counter()
         self.iterations = 0
         metrics.init_model_series(name, task.name, self.slots)
 
@@ -137,6 +142,8 @@ class Engine:
             if len(self._pending) >= self.max_queue:
                 metrics.REJECTED.labels(reason="queue_full").inc()
                 raise QueueFull(self.name, self.retry_after_s())
+            if job.deadline is not None and self.deadline_admission:
+                self._admit_by_deadline(job)
             self._pending[job.id] = pending
             self._inbox.append(pending)
             self._lock.notify()
@@ -159,6 +166,20 @@ class Engine:
             return 1.0
         rate = (len(times) - 1) / (times[-1] - times[0])
         return float(min(60, max(1, math.ceil(len(self._pending) / rate / 4))))
+
+    def _admit_by_deadline(self, job: Job) -> None:
+        """Raise DeadlineUnmeetable when the work ahead of ``job`` and its own would outlast its deadline
+        at the measured pace (service/admission.py). Called under the lock."""
+        pace = self.meter.pace()
+        if pace is None or job.deadline is None:
+            return
+        used, ratio = self._used, pace.ratio
+        ahead = sum(max(0.0, ratio * _budget(p.job) - used.get(p.job.id, 0)) for p in self._pending.values())
+        expected = (ahead + ratio * _budget(job)) / pace.rate
+        remaining = job.deadline - time.time()
+        if expected > remaining:
+            metrics.REJECTED.labels(reason="deadline").inc()
+            raise DeadlineUnmeetable(self.name, expected, remaining)
 
     def answer_settings(self) -> dict[str, Any]:
         """The server settings a seeded answer depends on besides the job and the weights: the batching
@@ -252,6 +273,8 @@ class Engine:
         # the running estimate deadlines are planned with: the slower of the last step and a slow-decay
         # average, so one fast step after a slow one does not let the next step overrun a deadline
         self.scheduler.step_s = max(took, 0.8 * self.scheduler.step_s + 0.2 * took)
+        self.meter.step(len(plan.rows), took)
+        self._used.update(row.job_id for row in plan.rows)
         metrics.STEP_DURATION.labels(model=self.name).observe(took)
         metrics.BATCH_OCCUPANCY.labels(model=self.name).observe(len(plan.rows) / self.slots)
         return finished
@@ -282,6 +305,9 @@ class Engine:
                     watch.found(records)
         for done in finished.jobs:
             self.runner.forget(done.job.id)
+            used = self._used.pop(done.job.id, 0)
+            if done.outcome == Outcome.complete:
+                self.meter.job_done(_budget(done.job), used)
             pending = self._pending.get(done.job.id)
             if pending is None:
                 continue
@@ -332,6 +358,7 @@ class Engine:
             self._count_retired(self.scheduler.abort(job_id, now))
         self.runner.clear()
         self._watched.clear()
+        self._used.clear()
         with self._lock:
             queued = {id(p) for p in self._inbox}
             failed = [p for p in self._pending.values() if id(p) not in queued]
@@ -359,6 +386,11 @@ class Engine:
         if not 0 < temperature <= MAX_TEMPERATURE:
             raise ValueError(f"temperature must be in (0, {MAX_TEMPERATURE:g}], got {temperature}")
         return replace(job, max_steps=steps, stall_patience=patience, temperature=temperature)
+
+
+def _budget(job: Job) -> int:
+    """A resolved job's budget in slot-steps: every trajectory run for max_steps."""
+    return job.num_trajectories * (job.max_steps or 1)
 
 
 def _check_tokens(x: Any, spec: TaskSpec) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 class QueueFull(Exception):
     """The model already holds ``max_queue`` unfinished jobs."""
 
+    kind = "queue_full"  # the 429's error type
+
     def __init__(self, model: str, retry_after_s: float) -> None:
         super().__init__(f"the queue of model {model!r} is full; retry in {retry_after_s:.0f} s")
         self.model = model

@@ -16,7 +16,7 @@ wired in service/app.py.
 | gram_job_duration_seconds | histogram | task, outcome | accept -> result (complete/partial/aborted/error) |
 | gram_trajectories_total | counter | model, outcome | valid/invalid/halted/stalled/exhausted/aborted |
 | gram_distinct_solutions | histogram | task | distinct solutions per finished solve job |
-| gram_rejected_total | counter | reason | queue_full / body_too_large / invalid_input / no_model |
+| gram_rejected_total | counter | reason | queue_full / deadline / body_too_large / invalid_input / no_model |
 | gram_jobs_total | counter | task, outcome | finished jobs |
 | gram_cache_hits_total | counter | task | result-cache hits (incremented by the cache) |
 | gram_cache_requests_total | counter | task | result-cache lookups (incremented by the cache) |

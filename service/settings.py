@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     request_batch_wait_ms: float = Field(
         10.0, ge=0.0, description="request mode: how long a batch waits after its first arrival"
     )
+    deadline_admission: bool = Field(
+        True, description="refuse (429) a request whose deadline the work queued ahead of it would make it "
+                          "miss, at the measured speed and work per job (service/admission.py)",
+    )
     default_timeout_ms: float | None = Field(
         None, gt=0, description="deadline for requests that give no timeout_ms (None: no deadline)"
     )

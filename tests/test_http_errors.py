@@ -216,6 +216,35 @@ def test_a_full_queue_gets_429_with_retry_after() -> None:
         runtime.stop()
 
 
+def test_a_request_whose_deadline_the_queue_would_make_it_miss_gets_429_at_once() -> None:
+    """At several times capacity, requests the queue ahead would make late are refused with a Retry-After
+    from the measured pace; those accepted are answered within their deadline."""
+    settings = Settings(slots=2, max_queue=64, max_steps_cap=64)
+    model = _slow(tiny_model("nqueens"), 0.02)  # ~100 slot-steps/s
+    runtime = Runtime.from_models(settings, {"nq": (model, get_task("nqueens"))})
+    body = {"task": "nqueens", "n": 8, "num_trajectories": 4, "max_steps": 8, "stall_patience": 0}
+    try:
+        app = create_app(settings, runtime=runtime)
+        assert call(app, "POST", "/solve", json=body).json()["complete"]  # measures the pace
+
+        async def burst() -> list[httpx.Response]:
+            timed = {**body, "timeout_ms": 1500}  # ~0.3 s of work each: room for about 4
+            return await asyncio.gather(*[_request(app, "POST", "/solve", json=timed) for _ in range(16)])
+
+        started = time.monotonic()
+        responses = asyncio.run(burst())
+        took = time.monotonic() - started
+    finally:
+        runtime.stop()
+    refused = [r for r in responses if r.status_code == 429]
+    answered = [r.json() for r in responses if r.status_code == 200]
+    assert len(refused) + len(answered) == 16 and refused and answered
+    assert all(r.json()["detail"][0]["type"] == "deadline" for r in refused), refused[0].text
+    assert "deadline" in detail(refused[0]) and int(refused[0].headers["Retry-After"]) >= 1
+    assert sum(a["complete"] for a in answered) >= 0.9 * len(answered), answered
+    assert took < 3.0
+
+
 def test_a_task_without_a_model_gets_503() -> None:
     settings = Settings(slots=2)
     runtime = Runtime.from_models(settings, {"nq": (tiny_model("nqueens"), get_task("nqueens"))})

@@ -1,18 +1,22 @@
 """Redis mode under faults and overload, in process against a real redis-server (loopback, stopped by pid):
-a dead worker's jobs are re-claimed while the survivors are busy. Workers run the deterministic toy model
+a dead worker's jobs are re-claimed while the survivors are busy; a job the stream's work would make late
+is refused at once. Workers run the deterministic toy model
 of tests/fake_model.py; the helpers are tests/test_redis_queue.py's."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
+from service.admission import DeadlineUnmeetable
 from service.jobs import Outcome
-from service.redis.keys import GROUP
+from service.redis.keys import GROUP, work_key
 from tests.fake_model import FakeModel
 from tests.test_redis_harness import Server, start_redis
 from tests.test_redis_queue import STREAM, make_queue, make_worker, serving, toy_job, until
@@ -64,3 +68,36 @@ def test_a_dead_workers_job_is_reclaimed_while_the_survivor_is_busy(url: str) ->
     took, busy = asyncio.run(serving(survivor, scenario()))
     assert busy, "the dead worker's job waited for the survivor's long jobs"
     assert took < 6.0
+
+
+def test_a_job_whose_deadline_the_stream_would_make_it_miss_is_refused_at_once(url: str) -> None:
+    """Deadline-aware admission in Redis mode: the workers publish their measured pace, the API sums the
+    budgets queued in the stream; a job that would be late gets DeadlineUnmeetable (429) with a
+    Retry-After, the accepted ones complete, and the work counter is back to nothing afterwards."""
+    client = redis.Redis.from_url(url)
+    worker = make_worker(url, FakeModel(n_sup=8, step_delay_s=0.05))
+    queue = make_queue(url)
+
+    def paced() -> bool:
+        info = json.loads(client.get(f"gram:worker:{worker.consumer}") or "{}")
+        return bool(info.get("models", {}).get("toy", {}).get("pace"))
+
+    async def scenario() -> list[Any]:
+        await until(lambda: client.exists(f"gram:worker:{worker.consumer}"))
+        assert (await queue.submit(toy_job(seed=1, width=8, k=9, spread=9))).outcome == Outcome.complete
+        await until(paced)
+        await asyncio.sleep(1.1)  # the API reads the registrations at most once a second
+        deadline = time.time() + 1.5  # about three jobs' work
+        burst = [queue.submit(toy_job(seed=s, width=8, k=9, spread=9, deadline=deadline)) for s in range(12)]
+        answers = await asyncio.gather(*burst, return_exceptions=True)
+        await until(lambda: client.xlen(STREAM) == 0)
+        await queue.close()
+        return answers
+
+    answers = asyncio.run(serving(worker, scenario()))
+    refused = [a for a in answers if isinstance(a, DeadlineUnmeetable)]
+    accepted = [a for a in answers if not isinstance(a, BaseException)]
+    assert len(refused) + len(accepted) == 12 and refused and accepted, answers
+    assert all(r.retry_after_s >= 1 and "deadline" in str(r) for r in refused)
+    assert sum(a.outcome == Outcome.complete for a in accepted) >= 0.9 * len(accepted), accepted
+    assert not client.exists(work_key("toy"))  # every entry's budget was taken off with the entry

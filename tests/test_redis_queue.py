@@ -16,7 +16,7 @@ import redis
 from service.errors import QueueFull, QueueUnavailable
 from service.jobs import Job, Outcome
 from service.redis.cache import cache_key
-from service.redis.keys import GROUP, result_key, stream_key
+from service.redis.keys import GROUP, result_key, stream_key, work_key
 from service.redis.queue import RedisJobQueue
 from service.redis.scripts import COMPLETE_LUA
 from service.redis.worker import Worker
@@ -208,8 +208,9 @@ def test_only_the_current_owner_of_an_entry_can_answer_it(url: str) -> None:
     client.xreadgroup(GROUP, "slow", {STREAM: ">"})
     client.xclaim(STREAM, GROUP, "rescuer", 0, [entry])  # "slow" was presumed dead
     args = [GROUP, entry, "slow", '{"answer": "late"}', 10_000]
-    assert complete(keys=[STREAM, result_key("j")], args=args) == 0
-    assert complete(keys=[STREAM, result_key("j")], args=[GROUP, entry, "rescuer", '{"a": 1}', 10_000]) == 1
+    keys = [STREAM, result_key("j"), work_key("toy")]
+    assert complete(keys=keys, args=args) == 0
+    assert complete(keys=keys, args=[GROUP, entry, "rescuer", '{"a": 1}', 10_000]) == 1
     assert client.lrange(result_key("j"), 0, -1) == [b'{"a": 1}']
     assert client.xlen(STREAM) == 0 and client.xpending(STREAM, GROUP)["pending"] == 0
     assert 0 < client.pttl(result_key("j")) <= 10_000

@@ -14,6 +14,11 @@ def stream_key(model: str) -> str:
     return f"gram:jobs:{model}"
 
 
+def work_key(model: str) -> str:
+    """The budgets (slot-steps) of the jobs in the model's stream, summed: deadline-aware admission."""
+    return f"gram:work:{model}"
+
+
 def dead_letter_key(model: str) -> str:
     return f"gram:dead:{model}"
 

@@ -34,12 +34,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from service import metrics
+from service.admission import DeadlineUnmeetable, Pace, combined
 from service.errors import QueueFull, QueueUnavailable
 from service.jobs import Job, Outcome, Result
 from service.queues import Events, ModelInfo, QueueStatus
 from service.redis.cache import ResultCache
 from service.redis.events import events_key, relay
-from service.redis.keys import GROUP, WORKER_KEY_PATTERN, abort_key, connect, result_key, stream_key
+from service.redis.keys import GROUP, WORKER_KEY_PATTERN, abort_key, connect, result_key, stream_key, work_key
 from service.redis.scripts import CANCEL_LUA, SUBMIT_LUA
 from service.settings import Settings
 
@@ -99,11 +100,16 @@ class RedisJobQueue:
             cached = await self._guard(self.cache.get(job, version))
             if cached is not None:
                 return cached
-        entry = await self._guard(self._submit(keys=[stream_key(job.model)],
-                                               args=[self.settings.max_queue, job.to_json()]))
+        budget, pace, allowed = await self._work_allowed(job)
+        keys = [stream_key(job.model), work_key(job.model)]
+        args = [self.settings.max_queue, job.to_json(), budget, allowed]
+        entry = await self._guard(self._submit(keys=keys, args=args))
         if entry is None:
             metrics.REJECTED.labels(reason="queue_full").inc()
             raise QueueFull(job.model, retry_after_s=1.0)
+        if isinstance(entry, int) and pace is not None and job.deadline is not None:
+            metrics.REJECTED.labels(reason="deadline").inc()
+            raise DeadlineUnmeetable(job.model, pace.seconds(entry + budget), job.deadline - time.time())
         relaying: asyncio.Task[None] | None = None
         answered = asyncio.Event()
         if events is not None:
@@ -175,6 +181,18 @@ class RedisJobQueue:
                              f"{by_task}")
         return job, await self._served_version(job.model)
 
+    async def _work_allowed(self, job: Job) -> tuple[int, Pace | None, int]:
+        """The job's budget in slot-steps, the pace of the workers serving its model (service/admission.py)
+        and the budget the stream may hold with this job for it to meet its deadline (-1: no limit)."""
+        infos = [w["models"][job.model] for w in await self._guard(self.live_workers())
+                 if job.model in w.get("models", {})]
+        n_sup = int(infos[0].get("n_sup", 1)) if infos else 1
+        budget = job.num_trajectories * (job.max_steps or n_sup)
+        pace = combined([info.get("pace") for info in infos])
+        if pace is None or job.deadline is None or not self.settings.deadline_admission:
+            return budget, pace, -1
+        return budget, pace, int(max(0.0, job.deadline - time.time()) * pace.rate / pace.ratio)
+
     async def _remember(self, job: Job, result: Result, version: str) -> None:
         """Cache a complete seeded answer. A worker with other settings may have joined while the job ran
         and answered it, so only when the workers still agree on the version the job was routed under."""
@@ -231,7 +249,7 @@ class RedisJobQueue:
 
     async def _withdraw(self, job: Job, entry: bytes) -> None:
         try:
-            await self._cancel(keys=[stream_key(job.model), abort_key(job.id)],
+            await self._cancel(keys=[stream_key(job.model), abort_key(job.id), work_key(job.model)],
                                args=[GROUP, entry, int(self.settings.result_ttl_s * 1000)])
         except RedisError as err:
             log.warning("could not withdraw job %s: %s", job.id, err)

@@ -47,6 +47,7 @@ from service.redis.keys import (
     dead_letter_key,
     result_key,
     stream_key,
+    work_key,
     worker_key,
 )
 from service.redis.scripts import COMPLETE_LUA, DEAD_LETTER_LUA, REFRESH_LUA
@@ -160,7 +161,7 @@ class Worker:
                 "task": engine.task.name, "n_sup": engine.n_sup, "slots": engine.slots,
                 "temperature": engine.temperature,
                 "batching": str(engine.mode), "version": self.versions.get(name, ""),
-                "answer_settings": engine.answer_settings(), **card,
+                "answer_settings": engine.answer_settings(), "pace": engine.meter.snapshot(), **card,
             }
         info = {"consumer": self.consumer, "host": socket.gethostname(), "pid": os.getpid(), "models": models}
         ttl_ms = int(max(3 * self._heartbeat_s, 1.0) * 1000)
@@ -283,7 +284,7 @@ class Worker:
 
     async def _write(self, model: str, entry: str, result: Result) -> bool:
         written = await self._complete(
-            keys=[stream_key(model), result_key(result.job_id)],
+            keys=[stream_key(model), result_key(result.job_id), work_key(model)],
             args=[GROUP, entry, self.consumer, result.to_json(), int(self.settings.result_ttl_s * 1000)],
         )
         if written:
@@ -301,7 +302,7 @@ class Worker:
         log.error("worker %s: %s", self.consumer, message)
         failed = Result(job.id, model, job.task, Outcome.error, error=message)
         await self._dead_letter(
-            keys=[stream_key(model), dead_letter_key(model), result_key(job.id)],
+            keys=[stream_key(model), dead_letter_key(model), result_key(job.id), work_key(model)],
             args=[GROUP, entry, self.consumer, job.to_json(), deliveries, failed.to_json(),
                   int(self.settings.result_ttl_s * 1000), self.settings.dead_letter_maxlen],
         )
@@ -328,6 +329,7 @@ class Worker:
         waiting in Redis for a worker to become idle (which, under load, may take longer than its
         deadline). Bounded by the room left in the engine's own queue (``max_queue``)."""
         idle_ms = int(self.settings.claim_idle_s * 1000)
+        await self._refresh_running()  # our own running entries are never idle when we look
         for model, engine in self.engines.items():
             room, cursor = engine.max_queue - engine.in_flight(), "0-0"
             while room > 0:
@@ -354,6 +356,8 @@ class Worker:
                 pipe.xpending_range(stream_key(model), GROUP, min=entry, max=entry, count=1)
             pending = await pipe.execute()
         for (entry, fields), info in zip(claimed, pending, strict=True):
+            if entry in self.running[model]:  # ours and running: not refreshed in time (a stalled loop)
+                continue
             deliveries = int(info[0]["times_delivered"]) if info else 1
             log.warning("worker %s: re-claimed entry %s of %s (delivery %d)", self.consumer, entry,
                         model, deliveries)
