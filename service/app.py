@@ -30,6 +30,8 @@ from pydantic import BaseModel
 from model.tasks.base import TaskInputError
 from service import metrics
 from service.errors import NoModel, QueueFull
+from service.idempotency import HEADER as IDEMPOTENCY_KEY
+from service.idempotency import check_key, fingerprint
 from service.intake import sample_job, solve_job
 from service.jobs import Job, Outcome, Result
 from service.limits import BodySizeLimit
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from service.runtime import Runtime
 
 log = logging.getLogger(__name__)
+JOB_ID_HEADER = "X-Job-Id"  # on every response of a request that became a job
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "request body over GRAM_MAX_BODY_BYTES"},
@@ -165,7 +168,7 @@ def create_app(
         if wants_stream(body.stream, request):
             return await stream_job(queue, job, answer=lambda r: solved(body, r, job, served),
                                     refuse=_refused)
-        result = await _run(queue, job, request)
+        result = await _run(queue, job, request, body)
         if isinstance(result, JSONResponse):
             return result
         return await solved(body, result, job, served)
@@ -178,8 +181,8 @@ def create_app(
         note = range_note(job, next((m.card for m in served if m.name == job.model), {}))
         meaning = await explain(job, result, max_trajectories=settings.max_trajectories, note=note)
         pictures = await solution_pictures(body, result.solutions)
-        return _json(SolveResponse(
-            task=result.task, model=result.model,
+        return _json(job.id, SolveResponse(
+            job_id=job.id, task=result.task, model=result.model,
             # fields by name, not dataclasses.asdict: asdict deep-copies each solution's nested lists
             # (~30 us a request), and pydantic validates them as they are
             solutions=[
@@ -205,7 +208,7 @@ def create_app(
         if wants_stream(body.stream, request):
             return await stream_job(queue, job, answer=lambda r: sampled(r, job, body), refuse=_refused,
                                     convert=lambda kind, d: _digit(kind, d, body.format))
-        result = await _run(queue, job, request)
+        result = await _run(queue, job, request, body)
         if isinstance(result, JSONResponse):
             return result
         return await sampled(result, job, body)
@@ -220,8 +223,9 @@ def create_app(
         rows = [s.solution for s in result.solutions]
         bits = bits_tensor(rows) if rows else None  # none when the deadline passed before any finished
         images: list[Any] = rows if body.format == "bits" or bits is None else [png_base64(b) for b in bits]
-        return _json(SampleResponse(
-            model=result.model, images=images, grid_png=grid_png_base64(bits) if bits is not None else "",
+        return _json(job.id, SampleResponse(
+            job_id=job.id, model=result.model, images=images,
+            grid_png=grid_png_base64(bits) if bits is not None else "",
             complete=result.complete,
             steps=result.steps, elapsed_ms=round(result.elapsed_ms, 3), seed=job.seed, cached=result.cached,
         ))
@@ -266,16 +270,27 @@ def _no_model(err: NoModel) -> JSONResponse:
     return _error(503, ["body", "task"], str(err), "no_model")
 
 
-def _json(body: BaseModel) -> Response:
+def _json(job_id: str, body: BaseModel) -> Response:
     """The response FastAPI would make from ``body`` (its ``response_model``): the same JSON bytes
     (pydantic's serializer, what FastAPI's own fast path calls) and headers. Returning a Response skips
     FastAPI's second validation of the model it has just been built from; ``response_model=`` stays on the
     route for the OpenAPI schema."""
-    return Response(body.model_dump_json(by_alias=True), media_type="application/json")
+    return Response(body.model_dump_json(by_alias=True), media_type="application/json",
+                    headers={JOB_ID_HEADER: job_id})
 
 
-async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResponse:
-    """Submit and wait, aborting the job when the client disconnects; errors as JSON responses.
+async def _run(queue: JobQueue, job: Job, request: Request, body: BaseModel) -> Result | JSONResponse:
+    """``_submit``, with the job's id on an error response too. A retry that attached to an earlier
+    attempt (Idempotency-Key) has that attempt's id and seed in ``job``."""
+    outcome = await _submit(queue, job, request, body)
+    if isinstance(outcome, JSONResponse):
+        outcome.headers[JOB_ID_HEADER] = job.id
+    return outcome
+
+
+async def _submit(queue: JobQueue, job: Job, request: Request, body: BaseModel) -> Result | JSONResponse:
+    """Submit and wait, aborting the job when the client disconnects; errors as JSON responses. With an
+    Idempotency-Key, through the queue's key store (service/idempotency.py).
 
     The handler's own task awaits the queue; one watcher task cancels it if the client goes away first,
     and the queue's submit aborts the job on that cancellation. (Cheaper than a second task for the
@@ -290,15 +305,24 @@ async def _run(queue: JobQueue, job: Job, request: Request) -> Result | JSONResp
         client_gone = True
         handler.cancel()  # the queue aborts the job and frees its slots
 
+    key = request.headers.get(IDEMPOTENCY_KEY)
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        result = await queue.submit(job)
+        if key is None:
+            result = await queue.submit(job)
+        else:
+            request_print = fingerprint(request.url.path, body.model_dump_json())
+            attempt, result = await queue.idempotency().run(check_key(key), request_print, job)
+            job.id, job.seed = attempt.job_id, attempt.seed
     except asyncio.CancelledError:
         if not client_gone:
             raise  # cancelled by someone else (the server stopping): not ours to swallow
         handler.uncancel()
         log.info("client went away; aborted job %s", job.id)
         return JSONResponse({"detail": "client disconnected"}, 499)
+    except TaskInputError as err:  # the Idempotency-Key header
+        metrics.REJECTED.labels(reason="invalid_input").inc()
+        return _error(422, ["header", IDEMPOTENCY_KEY], str(err), "value_error")
     except (QueueFull, NoModel, ValueError) as err:
         return _refused(err)  # type: ignore[return-value]
     finally:

@@ -29,3 +29,8 @@ class EngineStopped(RuntimeError):
 class QueueUnavailable(NoModel):
     """Redis cannot be reached, or no live worker serves the job's task: the API answers 503 with this
     message (a NoModel, so the app's 503 path handles it)."""
+
+
+class LostWhileWaiting(QueueUnavailable):
+    """Redis went away while a queued job was waiting for its result: the job may still complete, and a
+    retry with the same Idempotency-Key gets its answer."""

@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from service.errors import EngineStopped, NoModel
+from service.idempotency import LocalKeys
 from service.jobs import Job, Result
 from service.queues import Events, ModelInfo, QueueStatus
 from service.runtime import Runtime
@@ -33,6 +34,7 @@ class InProcessQueue:
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.owns_runtime = runtime is None
         self.runtime = runtime or Runtime(settings)
+        self.keys = LocalKeys(self.submit, settings.result_ttl_s)
 
     @classmethod
     def over(cls, runtime: Runtime) -> InProcessQueue:
@@ -75,6 +77,9 @@ class InProcessQueue:
         except asyncio.CancelledError:
             engine.abort(job.id)
             raise
+
+    def idempotency(self) -> LocalKeys:
+        return self.keys
 
     def status(self) -> QueueStatus:
         runtime = self.runtime

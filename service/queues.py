@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.jobs import Job, Result
 
 # A streamed job's events: ("queued", {}) once the queue took it, then the engine's (service/watch.py)
 Events = Callable[[str, dict[str, Any]], None]
+
+if TYPE_CHECKING:
+    from service.idempotency import IdempotencyKeys
 
 
 @dataclass
@@ -69,6 +72,10 @@ class JobQueue(Protocol):
 
     async def models(self) -> list[ModelInfo]:
         """The models served now, in routing order (the first serving a task answers it by default)."""
+        ...
+
+    def idempotency(self) -> IdempotencyKeys:
+        """Where Idempotency-Keys are kept (service/idempotency.py): one store per queue."""
         ...
 
     async def close(self) -> None:

@@ -115,7 +115,12 @@ class SolutionOut(BaseModel):
     )
 
 
+JobId = Annotated[str, Field(description="the job's id (also in the X-Job-Id header); a retry with the same "
+                                         "Idempotency-Key answers with the first attempt's")]
+
+
 class SolveResponse(BaseModel):
+    job_id: JobId
     task: str
     model: str
     solutions: list[SolutionOut]
@@ -157,6 +162,7 @@ class SampleRequest(_Strict):
 
 
 class SampleResponse(BaseModel):
+    job_id: JobId
     model: str
     images: list[str | list[str]] = Field(description="png: base64 PNG; bits: 28 strings of 28 '0'/'1'")
     grid_png: str = Field(description="all images in one base64 PNG grid (empty when there are none)")

@@ -2,7 +2,8 @@
 in process by tiny deterministic models (``tiny_model(task, seed=...)``, not the shipped checkpoints, which
 change when a model is retrained).
 
-A restructure of the data path must leave these byte-identical (``elapsed_ms`` aside: it is wall time).
+A restructure of the data path must leave these byte-identical (``elapsed_ms`` aside: it is wall time; and the
+random ``job_id``).
 Record again only for an intended change of answers:
 
     GRAM_GOLDEN_RECORD=1 .venv/bin/python -m pytest tests/test_golden_answers.py
@@ -84,6 +85,7 @@ async def _answers(app: Any) -> dict[str, Any]:
             assert response.status_code == 200, (name, response.text)
             data = response.json()
             data.pop("elapsed_ms")
+            data.pop("job_id")
             out[name] = {"status": response.status_code, "body": data}
     return out
 

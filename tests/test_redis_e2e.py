@@ -36,7 +36,7 @@ from tests.test_redis_harness import (
 pytestmark = pytest.mark.timeout(240)
 
 SUDOKU_GRID = [[(r * 3 + r // 3 + c) % 9 + 1 for c in range(9)] for r in range(9)]
-VOLATILE = ("elapsed_ms", "cached")  # timing, and where the answer came from
+VOLATILE = ("elapsed_ms", "cached", "job_id")  # timing, where the answer came from, the random job id
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,14 @@
 """Redis mode under faults and overload, in process against a real redis-server (loopback, stopped by pid):
 a dead worker's jobs are re-claimed while the survivors are busy; a job the stream's work would make late
-is refused at once. Workers run the deterministic toy model
-of tests/fake_model.py; the helpers are tests/test_redis_queue.py's."""
+is refused at once; a retry with an Idempotency-Key after an outage gets the answer of the job that ran on.
+Workers run the toy model of tests/fake_model.py; the helpers are tests/test_redis_queue.py's."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 import redis
 
 from service.admission import DeadlineUnmeetable
+from service.errors import LostWhileWaiting
 from service.jobs import Outcome
 from service.redis.keys import GROUP, work_key
 from tests.fake_model import FakeModel
@@ -101,3 +104,35 @@ def test_a_job_whose_deadline_the_stream_would_make_it_miss_is_refused_at_once(u
     assert all(r.retry_after_s >= 1 and "deadline" in str(r) for r in refused)
     assert sum(a.outcome == Outcome.complete for a in accepted) >= 0.9 * len(accepted), accepted
     assert not client.exists(work_key("toy"))  # every entry's budget was taken off with the entry
+
+
+def test_a_retry_after_an_outage_gets_the_answer_of_the_job_that_ran_on(
+    url: str, redis_server: Server
+) -> None:
+    """Redis stops answering for longer than GRAM_OUTAGE_GRACE_S while a keyed job runs: its first attempt
+    fails (503), the job completes when Redis is back, and the retry with the same key gets that job's
+    answer; the job ran once."""
+    client = redis.Redis.from_url(url)
+    worker = make_worker(url, FakeModel(n_sup=8, step_delay_s=0.05))
+    queue = make_queue(url, redis_timeout_s=0.2, outage_grace_s=0.3)
+    keys = queue.idempotency()
+    job = toy_job(seed=5, width=40, k=9, spread=9)
+
+    async def scenario() -> tuple[Any, Any]:
+        await until(lambda: client.exists(f"gram:worker:{worker.consumer}"))
+        first = asyncio.create_task(keys.run("order-7", "print", job))
+        await until(lambda: worker.running["toy"])
+        os.kill(redis_server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(LostWhileWaiting):
+                await asyncio.wait_for(first, 20)
+        finally:
+            os.kill(redis_server.pid, signal.SIGCONT)
+        retried = await keys.run("order-7", "print", toy_job(seed=99, width=40, k=9, spread=9))
+        await queue.close()
+        return retried
+
+    attempt, result = asyncio.run(serving(worker, scenario()))
+    assert (attempt.job_id, attempt.seed) == (job.id, 5)
+    assert result.job_id == job.id and result.outcome == Outcome.complete and result.num_trajectories == 40
+    assert worker.completed == 1

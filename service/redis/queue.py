@@ -29,13 +29,13 @@ import json
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from service import metrics
 from service.admission import DeadlineUnmeetable, Pace, combined
-from service.errors import QueueFull, QueueUnavailable
+from service.errors import LostWhileWaiting, QueueFull, QueueUnavailable
 from service.jobs import Job, Outcome, Result
 from service.queues import Events, ModelInfo, QueueStatus
 from service.redis.cache import ResultCache
@@ -43,6 +43,9 @@ from service.redis.events import events_key, relay
 from service.redis.keys import GROUP, WORKER_KEY_PATTERN, abort_key, connect, result_key, stream_key, work_key
 from service.redis.scripts import CANCEL_LUA, SUBMIT_LUA
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.redis.idempotency import RedisKeys
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class RedisJobQueue:
         self.not_ready: str | None = "checking Redis and the workers"
         self.served: list[str] = []  # models of the live workers, as of the monitor's last look
         self._monitor: asyncio.Task[None] | None = None
+        self._keys: RedisKeys | None = None
 
     # -- the JobQueue protocol -----------------------------------------------------------------------------
     async def submit(self, job: Job, events: Events | None = None) -> Result:
@@ -133,6 +137,13 @@ class RedisJobQueue:
 
     def start(self) -> None:
         self._start_monitor()
+
+    def idempotency(self) -> RedisKeys:
+        if self._keys is None:
+            from service.redis.idempotency import RedisKeys
+
+            self._keys = RedisKeys(self)
+        return self._keys
 
     def ready(self) -> bool:
         """Redis answers and at least one worker is alive (as of the monitor's last look, <= 0.5 s ago)."""
@@ -228,7 +239,7 @@ class RedisJobQueue:
                 now = time.monotonic()
                 outage_since = outage_since or now
                 if now - outage_since >= self.settings.outage_grace_s:
-                    raise QueueUnavailable(
+                    raise LostWhileWaiting(
                         f"lost the job queue (Redis) while waiting for job {job.id}: {err}"
                     ) from err
                 await asyncio.sleep(0.1)  # only while Redis is unreachable: give it a moment to return
