@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     claim_idle_s: float = Field(
         15.0, gt=0, description="a running job not refreshed by its worker for this long is re-claimed"
     )
+    lease_s: float = Field(
+        10.0, gt=0, description="a job whose API stopped renewing its lease this long ago (the API is gone) "
+                                "is aborted, or answered aborted unrun",
+    )
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
     dead_letter_maxlen: int = Field(10_000, ge=1, description="dead-letter entries kept per model")
     cache_ttl_s: float = Field(3600.0, ge=0, description="result cache for seeded requests; 0 disables it")

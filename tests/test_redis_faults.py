@@ -18,8 +18,9 @@ import redis
 
 from service.admission import DeadlineUnmeetable
 from service.errors import LostWhileWaiting
-from service.jobs import Outcome
-from service.redis.keys import GROUP, work_key
+from service.jobs import Outcome, Result
+from service.redis.keys import GROUP, lease_key, result_key, work_key
+from service.redis.scripts import SUBMIT_LUA
 from tests.fake_model import FakeModel
 from tests.test_redis_harness import Server, start_redis
 from tests.test_redis_queue import STREAM, make_queue, make_worker, serving, toy_job, until
@@ -136,3 +137,36 @@ def test_a_retry_after_an_outage_gets_the_answer_of_the_job_that_ran_on(
     assert (attempt.job_id, attempt.seed) == (job.id, 5)
     assert result.job_id == job.id and result.outcome == Outcome.complete and result.num_trajectories == 40
     assert worker.completed == 1
+
+
+def test_the_jobs_of_an_api_that_is_gone_are_aborted_when_their_lease_lapses(url: str) -> None:
+    """An API queues two jobs and dies (it stops renewing their leases, withdraws nothing): the running one
+    is aborted and the queued one answered aborted unrun, within the lease, not after their seconds of
+    work. A live API's job longer than the lease runs to its end (the API renews it)."""
+    client = redis.Redis.from_url(url)
+    model = FakeModel(n_sup=8, step_delay_s=0.05)
+    worker = make_worker(url, model, worker_max_jobs=1, lease_s=0.5)
+    live = make_queue(url, lease_s=0.5)
+    submit = client.register_script(SUBMIT_LUA)
+
+    def enqueue_and_die(seed: int) -> str:
+        job = toy_job(seed=seed, width=40, k=9, spread=9)  # ~4 s of work each
+        submit(keys=[STREAM, work_key("toy"), lease_key(job.id)], args=[64, job.to_json(), 320, -1, 500])
+        return job.id
+
+    async def scenario() -> tuple[float, Any]:
+        await until(lambda: client.exists(f"gram:worker:{worker.consumer}"))
+        orphans = [enqueue_and_die(1), enqueue_and_die(2)]
+        await until(lambda: worker.running["toy"])
+        started = time.monotonic()
+        await until(lambda: client.xlen(STREAM) == 0, timeout_s=5.0)
+        took = time.monotonic() - started
+        answers = [Result.from_json(client.lpop(result_key(j)) or b"{}") for j in orphans]
+        assert [a.outcome for a in answers] == [Outcome.aborted, Outcome.aborted], answers
+        kept = await live.submit(toy_job(seed=3, width=16, k=9, spread=9))  # ~1.2 s > the lease
+        await live.close()
+        return took, kept
+
+    took, kept = asyncio.run(serving(worker, scenario()))
+    assert took < 2.0
+    assert kept.outcome == Outcome.complete and kept.num_trajectories == 16

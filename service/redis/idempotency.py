@@ -72,6 +72,7 @@ class RedisKeys:
         queue, job_id = self.queue, known["job"]
         while time.time() < known["give_up"]:
             try:
+                await queue.renew(job_id)  # attached: its client waits again
                 popped = await queue.blocking.blpop([result_key(job_id)], timeout=ATTACH_BLOCK_S)
                 if popped is not None:  # put back for the first attempt, should it still be waiting
                     async with queue.redis.pipeline(transaction=True) as pipe:

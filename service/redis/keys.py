@@ -31,6 +31,11 @@ def abort_key(job_id: str) -> str:
     return f"gram:abort:{job_id}"
 
 
+def lease_key(job_id: str) -> str:
+    """Exists while the API waiting for the job renews it; a worker aborts a leased job without one."""
+    return f"gram:lease:{job_id}"
+
+
 def worker_key(consumer: str) -> str:
     return f"gram:worker:{consumer}"
 

@@ -40,7 +40,16 @@ from service.jobs import Job, Outcome, Result
 from service.queues import Events, ModelInfo, QueueStatus
 from service.redis.cache import ResultCache
 from service.redis.events import events_key, relay
-from service.redis.keys import GROUP, WORKER_KEY_PATTERN, abort_key, connect, result_key, stream_key, work_key
+from service.redis.keys import (
+    GROUP,
+    WORKER_KEY_PATTERN,
+    abort_key,
+    connect,
+    lease_key,
+    result_key,
+    stream_key,
+    work_key,
+)
 from service.redis.scripts import CANCEL_LUA, SUBMIT_LUA
 from service.settings import Settings
 
@@ -82,6 +91,7 @@ class RedisJobQueue:
         self.served: list[str] = []  # models of the live workers, as of the monitor's last look
         self._monitor: asyncio.Task[None] | None = None
         self._keys: RedisKeys | None = None
+        self._lease_ms = int(settings.lease_s * 1000)
 
     # -- the JobQueue protocol -----------------------------------------------------------------------------
     async def submit(self, job: Job, events: Events | None = None) -> Result:
@@ -105,8 +115,8 @@ class RedisJobQueue:
             if cached is not None:
                 return cached
         budget, pace, allowed = await self._work_allowed(job)
-        keys = [stream_key(job.model), work_key(job.model)]
-        args = [self.settings.max_queue, job.to_json(), budget, allowed]
+        keys = [stream_key(job.model), work_key(job.model), lease_key(job.id)]
+        args = [self.settings.max_queue, job.to_json(), budget, allowed, self._lease_ms]
         entry = await self._guard(self._submit(keys=keys, args=args))
         if entry is None:
             metrics.REJECTED.labels(reason="queue_full").inc()
@@ -232,8 +242,10 @@ class RedisJobQueue:
                 return Result(job.id, job.model, job.task, Outcome.partial,
                               error="no worker answered before the deadline")
             try:
-                # BLPOP's timeout 0 means forever: never pass less than 10 ms.
-                block = max(0.01, min(remaining, BLOCK_CHUNK_S))
+                # BLPOP's timeout 0 means forever: never pass less than 10 ms. Each block renews the lease
+                # (the worker aborts a job whose API is gone), so blocks are well inside it.
+                block = max(0.01, min(remaining, BLOCK_CHUNK_S, self.settings.lease_s / 3))
+                await self.renew(job.id)
                 popped = await self.blocking.blpop([result_key(job.id)], timeout=block)
             except RedisError as err:
                 now = time.monotonic()
@@ -257,6 +269,10 @@ class RedisJobQueue:
             await self.redis.delete(events_key(job.id))
         except RedisError as err:  # it expires with GRAM_RESULT_TTL_S anyway
             log.warning("could not delete the event stream of job %s: %s", job.id, err)
+
+    async def renew(self, job_id: str) -> None:
+        """Renew a job's lease: its API (or an attached retry) is still waiting for it."""
+        await self.redis.set(lease_key(job_id), 1, px=self._lease_ms)
 
     async def _withdraw(self, job: Job, entry: bytes) -> None:
         try:

@@ -3,7 +3,8 @@ bound, answered exactly once by the worker that owns it, dead-lettered or withdr
 
 from __future__ import annotations
 
-# KEYS: stream, work key. ARGV: bound, job json, job budget (slot-steps), allowed work (-1: no check).
+# KEYS: stream, work key, lease key. ARGV: bound, job json, job budget (slot-steps), allowed work (-1: no
+# check), lease ms (the entry is marked leased: its worker aborts it once the lease key is gone).
 # -> entry id; nil when the stream already holds `bound` jobs; the work already queued (an integer) when it
 # plus this job's budget is over `allowed` (the deadline cannot be met). The work key sums the budgets of
 # the stream's entries (every script that removes an entry subtracts its own); reset when the stream is empty.
@@ -15,7 +16,8 @@ if n == 0 then redis.call('DEL', KEYS[2]) else work = tonumber(redis.call('GET',
 local allowed = tonumber(ARGV[4])
 if allowed >= 0 and work + tonumber(ARGV[3]) > allowed then return work end
 redis.call('INCRBY', KEYS[2], ARGV[3])
-return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2], 'work', ARGV[3])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
+return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2], 'work', ARGV[3], 'lease', '1')
 """
 
 # Delete entry ARGV[2] of stream KEYS[1], taking its budget off the work key given.

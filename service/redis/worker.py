@@ -10,7 +10,8 @@ Background loops, all on one asyncio event loop (the engines run in their own th
   knows which models are served and /readyz knows workers are alive; also (re)creates the consumer groups
   after a Redis restart that lost them.
 - refresh: XCLAIM JUSTID on the entries being run, so no janitor takes them from a live worker however
-  long a job runs; aborts jobs whose client went away (``gram:abort:{job}``) or that another worker took.
+  long a job runs; aborts jobs whose client went away (``gram:abort:{job}``), whose API is gone (its
+  lease ``gram:lease:{job}`` expired: ``GRAM_LEASE_S``) or that another worker took.
 - janitor: XAUTOCLAIM entries idle for ``claim_idle_s`` (their worker died) into the engine's queue at once,
   busy or not; an entry
   delivered more than ``max_deliveries`` times goes to the dead-letter stream with an error for its client.
@@ -45,6 +46,7 @@ from service.redis.keys import (
     abort_key,
     connect,
     dead_letter_key,
+    lease_key,
     result_key,
     stream_key,
     work_key,
@@ -62,6 +64,7 @@ class _Running:
     entry: str
     job: Job
     task: asyncio.Task[None]
+    leased: bool  # its API renews a lease while it waits (older APIs do not)
 
 
 class Worker:
@@ -235,6 +238,11 @@ class Worker:
         if deliveries > self.settings.max_deliveries:
             await self._to_dead_letter(model, entry, job, deliveries)
             return
+        leased = b"lease" in (fields or {})
+        if leased and not await self.redis.exists(lease_key(job.id)):
+            await self._write(model, entry, Result(job.id, model, job.task, Outcome.aborted,
+                                                   error="its API stopped waiting (lease lost)"))
+            return
         if job.deadline is not None and time.time() >= job.deadline:
             expired = Result(job.id, model, job.task, Outcome.partial,
                              error="the deadline passed before a worker could start the job")
@@ -258,7 +266,7 @@ class Worker:
             await self._write(model, entry, failed)
             return
         task = asyncio.create_task(self._finish(model, entry, job, asyncio.wrap_future(future), writer))
-        self.running[model][entry] = _Running(entry, job, task)
+        self.running[model][entry] = _Running(entry, job, task, leased)
 
     async def _finish(
         self, model: str, entry: str, job: Job, result: Awaitable[Result], writer: EventWriter | None = None
@@ -317,9 +325,10 @@ class Worker:
             lost = await self._refresh(keys=[stream_key(model)],
                                        args=[GROUP, self.consumer, *[r.entry for r in entries]])
             gone = {_text(e) for e in lost}
-            flags = await self.redis.mget([abort_key(r.job.id) for r in entries])
-            for run, flag in zip(entries, flags, strict=True):
-                if run.entry in gone or flag is not None:
+            ids, n = [r.job.id for r in entries], len(entries)
+            flags = await self.redis.mget([abort_key(i) for i in ids] + [lease_key(i) for i in ids])
+            for run, flag, lease in zip(entries, flags[:n], flags[n:], strict=True):
+                if run.entry in gone or flag is not None or (run.leased and lease is None):
                     self.engines[model].abort(run.job.id)
 
     # -- janitor: re-claim what dead workers left -----------------------------------------------------------
