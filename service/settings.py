@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job goes to the dead-letter stream")
     dead_letter_maxlen: int = Field(10_000, ge=1, description="dead-letter entries kept per model")
     cache_ttl_s: float = Field(3600.0, ge=0, description="result cache for seeded requests; 0 disables it")
+    cache_url: str | None = Field(
+        None, description="redis:// URL of a Redis for the result cache alone (maxmemory, allkeys-lru); "
+                          "unset: GRAM_QUEUE_URL's",
+    )
+    cache_max_entry_bytes: int = Field(65536, ge=0, description="answers larger than this are not cached")
+    cache_max_bytes: int = Field(
+        256 * 2**20, ge=0, description="the cached answers' bytes, at most (least recently used evicted)"
+    )
     worker_max_jobs: int = Field(8, ge=1, description="jobs one worker holds per model (running + queued)")
     worker_block_s: float = Field(1.0, gt=0, description="how long one XREADGROUP blocks")
 

@@ -1,6 +1,7 @@
 """Redis mode under faults and overload, in process against a real redis-server (loopback, stopped by pid):
 a dead worker's jobs are re-claimed while the survivors are busy; a job the stream's work would make late
-is refused at once; a retry with an Idempotency-Key after an outage gets the answer of the job that ran on.
+is refused at once; a retry with an Idempotency-Key after an outage gets the answer of the job that ran on;
+the jobs of an API that is gone are aborted; the result cache keeps to its byte budget.
 Workers run the toy model of tests/fake_model.py; the helpers are tests/test_redis_queue.py's."""
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import redis
 
 from service.admission import DeadlineUnmeetable
 from service.errors import LostWhileWaiting
-from service.jobs import Outcome, Result
-from service.redis.keys import GROUP, lease_key, result_key, work_key
+from service.jobs import Job, Outcome, Result, Solution
+from service.redis.cache import ResultCache
+from service.redis.keys import GROUP, connect, lease_key, result_key, work_key
 from service.redis.scripts import SUBMIT_LUA
 from tests.fake_model import FakeModel
 from tests.test_redis_harness import Server, start_redis
@@ -170,3 +172,29 @@ def test_the_jobs_of_an_api_that_is_gone_are_aborted_when_their_lease_lapses(url
     took, kept = asyncio.run(serving(worker, scenario()))
     assert took < 2.0
     assert kept.outcome == Outcome.complete and kept.num_trajectories == 16
+
+
+def test_the_result_cache_stays_within_its_byte_budget_evicting_the_least_recently_used(url: str) -> None:
+    client = redis.Redis.from_url(url)
+
+    def answer(job: Job, pad: int) -> Result:
+        return Result(job.id, "toy", "toy", Outcome.complete, solutions=[Solution("x" * pad, 0.0, 1, 1)])
+
+    async def scenario() -> list[bool]:
+        cache = ResultCache(connect(url, 2.0), ttl_s=60, max_entry_bytes=3000, max_bytes=10_000)
+        big = toy_job(seed=99)
+        stored = [await cache.put(big, answer(big, 5000))]  # over the entry cap: not cached
+        jobs = [toy_job(seed=s) for s in range(20)]
+        for job in jobs:  # ~1.2 KB each: about 8 fit
+            stored.append(await cache.put(job, answer(job, 1000)))
+            assert await cache.get(jobs[0]) is not None  # the first stays in use
+        hits = [await cache.get(job) is not None for job in (big, jobs[0], jobs[1], jobs[-1])]
+        await cache.redis.aclose()
+        return stored + hits
+
+    outcome = asyncio.run(scenario())
+    assert outcome[:21] == [False] + [True] * 20
+    assert outcome[21:] == [False, True, False, True]  # big: never cached; the used one kept; the oldest gone
+    entries = [client.get(k) for k in client.scan_iter("gram:cache:*")]
+    held = sum(len(v) for v in entries if v is not None)
+    assert 5_000 < held <= 10_000 and int(client.get("gram:cache-bytes") or 0) == held

@@ -81,7 +81,11 @@ class RedisJobQueue:
         self.redis = connect(self.url, self.settings.redis_timeout_s)
         # BLPOP holds its connection while it blocks: its own pool, with a read timeout past the block.
         self.blocking = connect(self.url, self.settings.redis_timeout_s, block_s=BLOCK_CHUNK_S)
-        self.cache = ResultCache(self.redis, self.settings.cache_ttl_s)
+        # the cache in a Redis of its own when GRAM_CACHE_URL names one, else beside the jobs
+        cache_url = settings.cache_url
+        self.cache_redis = connect(cache_url, settings.redis_timeout_s) if cache_url else None
+        self.cache = ResultCache(self.cache_redis or self.redis, settings.cache_ttl_s,
+                                 settings.cache_max_entry_bytes, settings.cache_max_bytes)
         self._submit = self.redis.register_script(SUBMIT_LUA)
         self._cancel = self.redis.register_script(CANCEL_LUA)
         self._workers: list[dict[str, Any]] = []
@@ -180,6 +184,8 @@ class RedisJobQueue:
             self._monitor.cancel()
         await self.redis.aclose()
         await self.blocking.aclose()
+        if self.cache_redis is not None:
+            await self.cache_redis.aclose()
 
     # -- internals ------------------------------------------------------------------------------------------
     async def _route(self, job: Job) -> tuple[Job, str | None]:
