@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     max_trajectories: int = Field(1024, ge=1, description="cap on num_trajectories of one request")
     max_queue: int = Field(256, ge=1, description="jobs waiting or running per model before 429")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this get 413")
+    request_read_timeout_s: float = Field(
+        10.0, gt=0, description="gram serve: close a connection whose request has not arrived whole this "
+                                "long after its first byte (or after connecting)",
+    )
+    max_connections: int = Field(1000, ge=1, description="gram serve: connections beyond this are closed")
     # Round-robin by default: at saturation a job then holds few slots at a time, so fewer of its
     # trajectories run on after it has its answer. Measured against fcfs on N-Queens (BENCHMARKS.md,
     # admission comparison): +10-13 % peak and +2-5 % sustained throughput on width-16 traffic, within
