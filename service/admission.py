@@ -5,9 +5,11 @@ Work is counted in slot-steps (one trajectory advanced one supervision step). A 
 ``num_trajectories x max_steps`` slot-steps; it usually needs less (it stops at ``max_solutions``,
 trajectories retire when verified, halted or stalled). An engine's ``WorkMeter`` measures both sides:
 
-- ``rate``: slot-steps per second, from the measured step times and batch sizes (moving averages), so
-  at saturation it is the engine's throughput at full batch;
-- ``ratio``: the slot-steps a complete job really used / its budget (moving average over finished jobs).
+- ``rate``: slot-steps per second, from the batch sizes and the busy loop's interval between step starts
+  (moving averages; the interval, not the step alone, so a contended CPU counts), so at saturation it is
+  the engine's real throughput;
+- ``ratio``: the slot-steps a job really used / its budget (moving average over complete jobs and those
+  cut short by their deadline).
 
 A job is expected to finish once the work ahead of it and its own is done, ``(ahead + ratio x budget) /
 rate`` seconds from now: with round-robin admission every waiting job shares the freed slots, so similar
@@ -74,7 +76,8 @@ class WorkMeter:
                 self._seconds += SMOOTHING * (seconds - self._seconds)
 
     def job_done(self, budget: int, used: int) -> None:
-        """A complete job's budget and the slot-steps it used (partial and aborted jobs say nothing)."""
+        """A finished job's budget and the slot-steps it used (complete, or cut short by its deadline:
+        counting only complete jobs would, under overload, measure only the quick ones)."""
         if budget <= 0:
             return
         ratio = min(1.0, used / budget)

@@ -119,6 +119,7 @@ class Engine:
         self.deadline_admission = settings.deadline_admission
         self._used: Counter[str] = Counter()
         self.iterations = 0
+        self._last_step_at: float | None = None  # when the last step started, while the loop stays busy
         metrics.init_model_series(name, task.name, self.slots)
 
     # -- public API (any thread) --------------------------------------------------------------------
@@ -262,6 +263,7 @@ class Engine:
             if self._inbox or self._aborts or self._stopping:
                 return
             timeout = None if wake_at is None else max(0.0, wake_at - time.time())
+            self._last_step_at = None  # idle: the next step's interval is not a busy one
             self._lock.wait(timeout)
 
     def _step(self, plan: StepPlan) -> Finished:
@@ -273,7 +275,11 @@ class Engine:
         # the running estimate deadlines are planned with: the slower of the last step and a slow-decay
         # average, so one fast step after a slow one does not let the next step overrun a deadline
         self.scheduler.step_s = max(took, 0.8 * self.scheduler.step_s + 0.2 * took)
-        self.meter.step(len(plan.rows), took)
+        # the pace is what a busy loop achieves: the whole interval from the last step's start (results,
+        # admission and a contended CPU included), not the step alone
+        busy = took if self._last_step_at is None else started - self._last_step_at
+        self._last_step_at = started
+        self.meter.step(len(plan.rows), busy)
         self._used.update(row.job_id for row in plan.rows)
         metrics.STEP_DURATION.labels(model=self.name).observe(took)
         metrics.BATCH_OCCUPANCY.labels(model=self.name).observe(len(plan.rows) / self.slots)
@@ -306,8 +312,8 @@ class Engine:
         for done in finished.jobs:
             self.runner.forget(done.job.id)
             used = self._used.pop(done.job.id, 0)
-            if done.outcome == Outcome.complete:
-                self.meter.job_done(_budget(done.job), used)
+            if done.outcome in (Outcome.complete, Outcome.partial):  # partial ones too: else only the
+                self.meter.job_done(_budget(done.job), used)  # quick jobs are measured under overload
             pending = self._pending.get(done.job.id)
             if pending is None:
                 continue

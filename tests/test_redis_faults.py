@@ -105,8 +105,10 @@ def test_a_job_whose_deadline_the_stream_would_make_it_miss_is_refused_at_once(u
     accepted = [a for a in answers if not isinstance(a, BaseException)]
     assert len(refused) + len(accepted) == 12 and refused and accepted, answers
     assert all(r.retry_after_s >= 1 and "deadline" in str(r) for r in refused)
-    assert sum(a.outcome == Outcome.complete for a in accepted) >= 0.9 * len(accepted), accepted
     assert not client.exists(work_key("toy"))  # every entry's budget was taken off with the entry
+    # admitted by the API, run by the worker: not refused again by its engine and left to be re-claimed
+    assert client.xlen("gram:dead:toy") == 0
+    assert all(a.outcome == Outcome.complete for a in accepted), accepted
 
 
 def test_a_retry_after_an_outage_gets_the_answer_of_the_job_that_ran_on(
@@ -198,3 +200,21 @@ def test_the_result_cache_stays_within_its_byte_budget_evicting_the_least_recent
     entries = [client.get(k) for k in client.scan_iter("gram:cache:*")]
     held = sum(len(v) for v in entries if v is not None)
     assert 5_000 < held <= 10_000 and int(client.get("gram:cache-bytes") or 0) == held
+
+
+def test_a_worker_runs_what_the_api_admitted_whatever_its_engines_own_estimate(url: str) -> None:
+    """Admission by deadline is the API's, over the whole stream: a worker's engine, whose own meter says
+    0.1 slot-steps a second, must still run the job instead of refusing it and leaving it pending."""
+    client = redis.Redis.from_url(url)
+    worker = make_worker(url, FakeModel(n_sup=8))
+    worker.engines["toy"].meter.step(1, 10.0)
+    worker.engines["toy"].meter.job_done(1, 1)
+    queue = make_queue(url, deadline_admission=False)
+
+    async def scenario() -> Any:
+        await until(lambda: client.exists(f"gram:worker:{worker.consumer}"))
+        result = await asyncio.wait_for(queue.submit(toy_job(seed=4, deadline=time.time() + 5)), 10)
+        await queue.close()
+        return result
+
+    assert asyncio.run(serving(worker, scenario())).outcome == Outcome.complete

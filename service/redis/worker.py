@@ -93,6 +93,8 @@ class Worker:
         self._dead_letter = self.redis.register_script(DEAD_LETTER_LUA)
         self.running: dict[str, dict[str, _Running]] = {name: {} for name in runtime.engines}
         self._capacity = {name: asyncio.Event() for name in runtime.engines}
+        for engine in runtime.engines.values():  # the API admits by deadline, over the whole stream
+            engine.deadline_admission = False
         self._stopping = asyncio.Event()
         self.redis_ok = True  # until a command fails (then the first failure is logged)
         self.last_tick = time.monotonic()
@@ -256,8 +258,7 @@ class Worker:
         except QueueFull:  # reads and claims are sized to fit; if not, left pending: re-claimed when idle
             if writer is not None:
                 writer.discard()
-            log.warning("worker %s: engine %s is full; entry %s waits to be re-claimed", self.consumer,
-                        model, entry)
+            log.warning("worker %s: engine %s full; entry %s left to re-claim", self.consumer, model, entry)
             return
         except Exception as err:  # ValueError for a bad job
             if writer is not None:
