@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from model.tasks.registry import TASKS
 from service.settings import MAX_TEMPERATURE
@@ -24,7 +24,9 @@ from service.settings import MAX_TEMPERATURE
 MAX_SEED = 2**53 - 1
 
 
-Number = StrictFloat | StrictInt
+# a JSON number (integers too), not a string or a boolean: one strict float, so the schema is a plain
+# "number" with standard bounds (a union of int and float published non-standard "gt" / "le")
+Number = Annotated[float, Field(strict=True)]
 
 
 class _Strict(BaseModel):

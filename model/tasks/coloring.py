@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import functools
 import random
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from model.tasks.base import PAD, Instance, TaskInputError, TaskSpec
 from model.tasks.coloring_search import canonical_colors, colorings
@@ -99,6 +99,9 @@ _EXAMPLE = {
 }
 
 
+NodeKey = Annotated[str, StringConstraints(pattern=r"^[0-9]+$")]  # a node's number, as JSON object keys are
+
+
 class GraphColoringRequest(BaseModel):
     """The /solve fields of a graph-colouring request (the service adds the common ones)."""
 
@@ -106,7 +109,7 @@ class GraphColoringRequest(BaseModel):
     num_nodes: StrictInt = Field(description="nodes 0..num_nodes-1, at most 16")
     edges: list[tuple[StrictInt, StrictInt]] = Field(description="undirected edges [u, v]")
     num_colors: StrictInt = Field(description="colours 0..num_colors-1, 2..4")
-    fixed: dict[str, StrictInt] | None = Field(None, description="node -> colour it must have")
+    fixed: dict[NodeKey, StrictInt] | None = Field(None, description="node -> colour it must have")
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
 
 
