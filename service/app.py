@@ -158,8 +158,8 @@ def create_app(
         body: Annotated[SolveRequest, Body(openapi_examples=SOLVE_EXAMPLES)], request: Request
     ) -> Any:
         """Sample trajectories for a puzzle; return its distinct verified solutions (by count, then score)."""
-        served = await queue.models()
         try:
+            served = await queue.models()  # Redis unreachable: QueueUnavailable, a 503 (not a 500)
             job = solve_job(settings, body, served)
         except TaskInputError as err:
             return _invalid(err.field_name, str(err))
