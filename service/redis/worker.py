@@ -12,8 +12,8 @@ Background loops, all on one asyncio event loop (the engines run in their own th
 - refresh: XCLAIM JUSTID on the entries being run, so no janitor takes them from a live worker however
   long a job runs; aborts jobs whose client went away (``gram:abort:{job}``), whose API is gone (its
   lease ``gram:lease:{job}`` expired: ``GRAM_LEASE_S``) or that another worker took.
-- janitor: XAUTOCLAIM entries idle for ``claim_idle_s`` (their worker died) into the engine's queue at once,
-  busy or not; an entry
+- janitor (service/redis/janitor.py): XAUTOCLAIM entries idle for ``claim_idle_s`` (their worker died) into
+  the engine's queue at once, busy or not; an entry
   delivered more than ``max_deliveries`` times goes to the dead-letter stream with an error for its client.
 On stop() (SIGTERM, see process.py) the worker stops reading, finishes what it is running for a grace
 period, and hands back the rest (marked idle, so the next janitor anywhere re-claims them at once).
@@ -41,6 +41,7 @@ from service.engine import Engine
 from service.errors import QueueFull
 from service.jobs import Job, Outcome, Result
 from service.redis.events import EventWriter
+from service.redis.janitor import reclaim
 from service.redis.keys import (
     GROUP,
     abort_key,
@@ -109,7 +110,7 @@ class Worker:
         """Serve until stop(); then drain for up to ``grace_s`` and hand back what is left."""
         loops = [self._loop("register", self._register, self._heartbeat_s),
                  self._loop("refresh", self._refresh_running, self._heartbeat_s),
-                 self._loop("janitor", self._janitor, self.settings.claim_idle_s / 2)]
+                 self._loop("janitor", lambda: reclaim(self), self.settings.claim_idle_s / 2)]
         loops += [self._read_loop(name) for name in self.engines]
         tasks = [asyncio.create_task(c) for c in loops]
         log.info("worker %s serving %s from %s", self.consumer, sorted(self.engines), self.url)
@@ -331,47 +332,6 @@ class Worker:
             for run, flag, lease in zip(entries, flags[:n], flags[n:], strict=True):
                 if run.entry in gone or flag is not None or (run.leased and lease is None):
                     self.engines[model].abort(run.job.id)
-
-    # -- janitor: re-claim what dead workers left -----------------------------------------------------------
-    async def _janitor(self) -> None:
-        """Take every entry idle past ``claim_idle_s`` (its worker died) into the engine's queue at once,
-        even when this worker's slots are all busy: there it waits its turn like any job, instead of
-        waiting in Redis for a worker to become idle (which, under load, may take longer than its
-        deadline). Bounded by the room left in the engine's own queue (``max_queue``)."""
-        idle_ms = int(self.settings.claim_idle_s * 1000)
-        await self._refresh_running()  # our own running entries are never idle when we look
-        for model, engine in self.engines.items():
-            room, cursor = engine.max_queue - engine.in_flight(), "0-0"
-            while room > 0:
-                try:
-                    reply = await self.redis.xautoclaim(stream_key(model), GROUP, self.consumer,
-                                                        min_idle_time=idle_ms, start_id=cursor, count=room)
-                except ResponseError as err:
-                    if "NOGROUP" not in str(err):
-                        raise
-                    await self._ensure_group(model)
-                    break
-                claimed = [(_text(e), f) for e, f in reply[1] if e is not None and f is not None]
-                await self._take_claimed(model, claimed)
-                room -= len(claimed)
-                cursor = _text(reply[0])
-                if cursor == "0-0":  # the whole pending list was scanned
-                    break
-
-    async def _take_claimed(self, model: str, claimed: list[tuple[str, dict[bytes, bytes]]]) -> None:
-        if not claimed:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for entry, _ in claimed:
-                pipe.xpending_range(stream_key(model), GROUP, min=entry, max=entry, count=1)
-            pending = await pipe.execute()
-        for (entry, fields), info in zip(claimed, pending, strict=True):
-            if entry in self.running[model]:  # ours and running: not refreshed in time (a stalled loop)
-                continue
-            deliveries = int(info[0]["times_delivered"]) if info else 1
-            log.warning("worker %s: re-claimed entry %s of %s (delivery %d)", self.consumer, entry,
-                        model, deliveries)
-            await self._accept(model, entry, fields, deliveries)
 
     # -- shutdown --------------------------------------------------------------------------------------------
     async def _drain(self, grace_s: float) -> None:
