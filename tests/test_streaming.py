@@ -144,6 +144,7 @@ def test_a_seeded_streamed_request_ends_with_the_non_streamed_answer(app: Any, n
     assert kind == "done" and [k for k, _ in events].count("done") == 1
     expected = plain.json()
     assert done.pop("elapsed_ms") > 0 and expected.pop("elapsed_ms") > 0
+    assert len(done.pop("job_id")) == len(expected.pop("job_id")) == 32  # each request its own job
     assert done == expected
     kinds = {k for k, _ in events[:-1]}
     assert "progress" in kinds
