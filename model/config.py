@@ -88,7 +88,7 @@ class GRAMConfig:
     # Where the guidance noise enters h (eq. 9): "all" positions (the paper) or only the P "puzzle"
     # tokens. With "puzzle" the noise is one global latent of P x D numbers (a VAE's code) that the core
     # and the decoder spread over the content; per-position noise is a grid of independent codes, and
-    # independent prior draws per patch give incoherent images (unconditional MNIST, docs/TRAINING.md).
+    # independent prior draws per patch give incoherent images (unconditional MNIST, docs/GRAM.md 7.3).
     # Needs the "attn" posterior (the puzzle tokens must see the whole target).
     noise_at: str = "all"
     halt_weight: float = 0.5
