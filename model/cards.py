@@ -61,6 +61,10 @@ def serving_latency(model: GRAM, trajectories: int = 20, repeats: int = 3) -> di
             "steps": model.config.n_sup}
 
 
+def _blocks(n: int) -> str:
+    return "one attention block" if n == 1 else f"{n} attention blocks"
+
+
 def _table(rows: list[tuple[str, Any]]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -104,8 +108,12 @@ def render_card(
         ("stochastic guidance", "yes (GRAM)" if c.stochastic else "no (deterministic TRM-style baseline)"),
         ("beta / KL balance / KL normalised per / carry / prior CE",
          f"{c.beta} / {c.kl_balance} / {c.kl_norm} / {c.carry} / {c.prior_ce}"),
-        ("posterior q(eps | u, y)", "one attention block over [u, emb(y)]" if c.posterior == "attn"
+        ("posterior q(eps | u, y)", f"{_blocks(c.posterior_layers)} over [u, emb(y)]" if c.posterior == "attn"
          else "per position, linear in [u, emb(y)]"),
+        ("noise enters h at", "every position" if c.noise_at == "all"
+         else f"the {c.n_puzzle} puzzle tokens only (one global latent of {c.n_puzzle} x {c.d_model})"),
+        ("decoder", "per-position linear head" if not c.decoder_layers
+         else f"{_blocks(c.decoder_layers)} over h (mixing positions), then a per-position linear head"),
         ("sigma init / floor", f"{c.sigma_init} / {c.sigma_min}"),
         ("prior temperature served by default (`prior_temperature`)", card.get("prior_temperature", 1.0)),
         ("halting head retires trajectories (`use_halting`)", card.get("use_halting", True)),
@@ -131,11 +139,14 @@ def render_card(
     if task == "mnist":
         eval_args += f" --png model/weights/{name}_samples.png"
     retire = (
+        "after n_sup steps, or when q_halt > 0 (an unconditional family: nothing is verified)"
+        if task == "mnist" else
         "at its first valid answer, when q_halt > 0, or after n_sup steps"
         if card.get("use_halting", True)
         else "at its first valid answer or after n_sup steps; this checkpoint's halting head is off, "
         "`use_halting` false, as the service runs it"
     )
+    verifier = "" if task == "mnist" else "verifier after every step; "
     mixture = json.dumps(TRAIN_MIXTURES.get(task, []))
     settings = json.dumps(EVAL_SETTINGS.get(task, []))
     lines = [
@@ -156,8 +167,8 @@ def render_card(
           if (WEIGHTS / f"{name}.curve.png").exists() else []),
         "## Evaluation (held-out)", "",
         (f"Command: `gram eval model/weights/{name}.safetensors{eval_args} --out "
-         f"model/weights/{name}.eval.json`. Samples run exactly as the service runs them (verifier after "
-         f"every step; a trajectory retires {retire})."), "",
+         f"model/weights/{name}.eval.json`. Samples run exactly as the service runs them ({verifier}"
+         f"a trajectory retires {retire})."), "",
         _eval_tables(report) if report else "(no eval report)", "",
         f"Serving cost: one request with {latency.get('trajectories')} trajectories x "
         f"{latency.get('steps')} steps (no early exit) took {latency.get('median_s')} s here "

@@ -72,6 +72,25 @@ class GRAMConfig:
     # block over [u, emb(y)] first, so each position's noise can depend on the whole target: which of
     # several solutions the core should complete).
     posterior: str = "linear"
+    # Extra attention blocks of the "attn" posterior after its first (1 = the single block it always had).
+    # A posterior that must summarise the whole target into a few positions (noise_at="puzzle") needs a
+    # per-position MLP before it pools: one block pools a linear function of each position's content.
+    posterior_layers: int = 1
+    # Blocks (self-attention + SwiGLU, weights of their own) the decoder runs over h before its
+    # per-position linear head: 0 = the linear head on h alone (the first checkpoints). With blocks the
+    # decoder mixes space: a content position's tokens can depend on its neighbours and the puzzle tokens.
+    decoder_layers: int = 0
+    # The decoder first adds a linear map of the P puzzle tokens (all P x D numbers) to every content
+    # position: a VAE decoder's "latent -> feature map" layer, the direct path from a global latent
+    # (noise_at="puzzle") to every patch. Without it the code reaches the patches only through attention,
+    # and the posterior collapsed (KL 0 after 100 steps, measured).
+    decoder_from_puzzle: bool = False
+    # Where the guidance noise enters h (eq. 9): "all" positions (the paper) or only the P "puzzle"
+    # tokens. With "puzzle" the noise is one global latent of P x D numbers (a VAE's code) that the core
+    # and the decoder spread over the content; per-position noise is a grid of independent codes, and
+    # independent prior draws per patch give incoherent images (unconditional MNIST, docs/GRAM.md 7.3).
+    # Needs the "attn" posterior (the puzzle tokens must see the whole target).
+    noise_at: str = "all"
     halt_weight: float = 0.5
     value_weight: float = 0.5
 
@@ -86,6 +105,12 @@ class GRAMConfig:
             raise ValueError(f"kl_norm must be 'position' or 'answer', got {self.kl_norm!r}")
         if self.posterior not in ("linear", "attn"):
             raise ValueError(f"posterior must be 'linear' or 'attn', got {self.posterior!r}")
+        if self.noise_at not in ("all", "puzzle"):
+            raise ValueError(f"noise_at must be 'all' or 'puzzle', got {self.noise_at!r}")
+        if self.noise_at == "puzzle" and self.posterior != "attn":
+            raise ValueError("noise_at='puzzle' needs posterior='attn': a linear one sees no target there")
+        if self.posterior_layers < 1 or self.decoder_layers < 0:
+            raise ValueError("posterior_layers must be >= 1 and decoder_layers >= 0")
         if self.mixer not in ("attn", "mlp_t"):
             raise ValueError(f"mixer must be 'attn' or 'mlp_t', got {self.mixer!r}")
         if self.mixer == "attn" and self.d_model % self.n_heads:

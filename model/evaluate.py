@@ -232,8 +232,13 @@ def evaluate(
 
 
 @torch.no_grad()
-def sample_mnist(model: GRAM, count: int, seed: int = 0, steps: int | None = None) -> torch.Tensor:
-    """``count`` unconditional samples as tokens [count, 49, 16] (x blank)."""
+def sample_mnist(
+    model: GRAM, count: int, seed: int = 0, steps: int | None = None, temperature: float | None = None
+) -> torch.Tensor:
+    """``count`` unconditional samples as tokens [count, 49, 16] (x blank), as POST /sample draws them: at
+    ``temperature``, by default the checkpoint's recommended prior temperature (card, else 1)."""
+    temperature = served_temperature(model, temperature)
+    hot = None if temperature == 1.0 else torch.full((count,), float(temperature))
     task = get_task("mnist")
     x = task.blank_input().unsqueeze(0).expand(count, -1, -1)  # type: ignore[attr-defined]
     e_x = model.encode(x)
@@ -241,24 +246,27 @@ def sample_mnist(model: GRAM, count: int, seed: int = 0, steps: int | None = Non
     traj = torch.arange(count)
     out = None
     for n in range(steps or model.config.n_sup):
-        out = model.step(h, l, e_x, NoiseKeys(torch.full((count,), seed), traj, torch.full((count,), n)))
+        out = model.step(h, l, e_x, NoiseKeys(torch.full((count,), seed), traj, torch.full((count,), n), hot))
         h, l = out.h, out.l
     assert out is not None
     return out.tokens
 
 
-def mnist_report(model: GRAM, count: int = 512, seed: int = 0, png: Path | None = None) -> dict[str, Any]:
+def mnist_report(
+    model: GRAM, count: int = 512, seed: int = 0, png: Path | None = None, temperature: float | None = None
+) -> dict[str, Any]:
     """Sample statistics against the binarized data: ink fraction, diversity, and how digit-like the
     samples are to a classifier trained on the real set (model/digit_score.py), beside the same figures
     for ``count`` real test images; a PNG grid of the first 64 samples."""
     from model import digit_score
     from model.tasks import mnist
 
-    tokens = sample_mnist(model, count, seed)
+    temperature = served_temperature(model, temperature)
+    tokens = sample_mnist(model, count, seed, temperature=temperature)
     bits = mnist.from_tokens(tokens)  # [count, 28, 28]
     report: dict[str, Any] = {
         "checkpoint": model.card.get("name", "mnist"), "task": "mnist", "samples": count,
-        "steps": model.config.n_sup, "params": model.num_parameters(),
+        "steps": model.config.n_sup, "temperature": temperature, "params": model.num_parameters(),
         "ink_fraction_samples": round(float(bits.float().mean()), 4),
         "distinct_samples": len({bytes(b.flatten().tolist()) for b in bits.to(torch.uint8)}),
     }
@@ -301,7 +309,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     if model.config.task == "mnist":
-        report = mnist_report(model, png=Path(args.out).with_suffix(".png") if args.out else None)
+        report = mnist_report(model, png=Path(args.out).with_suffix(".png") if args.out else None,
+                              temperature=args.temperature)
     else:
         report = evaluate(model, args.per_setting, args.samples, args.max_steps, temperature=args.temperature,
                           use_halting=args.halting)

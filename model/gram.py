@@ -26,7 +26,14 @@ from torch import nn
 
 from kernels import ops
 from model.config import GRAMConfig, config_for
-from model.layers import AttentionPosteriorHead, GaussianHead, GridPositions, PosteriorHead, ReasoningModule
+from model.layers import (
+    AttentionPosteriorHead,
+    Block,
+    GaussianHead,
+    GridPositions,
+    PosteriorHead,
+    ReasoningModule,
+)
 from model.step_impl import DEFAULT, StepImpl
 
 PAD = 0  # token 0 is PAD in every family's input and output (README "Tokens"; model/tasks/base.py)
@@ -131,7 +138,19 @@ class GRAM(nn.Module):
         self.register_buffer(
             "out_offsets", torch.arange(c.out_group, dtype=torch.long) * c.out_vocab, persistent=False
         )
-        # Decoder reads only h at content positions (paper 2.1); heads read the first puzzle token.
+        # Where the noise enters h (GRAMConfig.noise_at): None = every position (no mask, the paper).
+        self.noise_mask: torch.Tensor | None
+        if c.noise_at == "puzzle":
+            self.register_buffer("noise_mask", torch.arange(c.total_len) < c.n_puzzle, persistent=False)
+        else:
+            self.noise_mask = None
+        # Decoder reads only h at content positions (paper 2.1); heads read the first puzzle token. With
+        # decoder_layers, blocks over all of h first (GRAMConfig.decoder_layers); registered only then,
+        # so the linear-head checkpoints load unchanged.
+        self.decoder_blocks = (nn.ModuleList(Block(c.with_(mixer="attn")) for _ in range(c.decoder_layers))
+                               if c.decoder_layers else None)
+        self.decoder_latent = (nn.Linear(c.n_puzzle * d, c.seq_len * d, bias=False)
+                               if c.decoder_from_puzzle else None)
         self.decoder = nn.Linear(d, c.out_group * c.out_vocab, bias=False)
         nn.init.trunc_normal_(self.decoder.weight, std=1.0 / math.sqrt(d))
         self.halt_head = nn.Linear(d, 1)
@@ -239,7 +258,14 @@ class GRAM(nn.Module):
         u = self.core(h, l)
         if guide is None or not self.config.stochastic:
             return u, l
-        return guide(u), l
+        return self.mask_noise(guide(u), u), l
+
+    def mask_noise(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """h = u + eps where the config puts noise (GRAMConfig.noise_at), u elsewhere; h itself (the same
+        tensor, no op) when the noise is everywhere."""
+        if self.noise_mask is None:
+            return h
+        return torch.where(self.noise_mask.unsqueeze(-1), h, u)
 
     def _prior_guide(self, noise: NoiseKeys, t: int) -> Guide:
         """Transition t of supervision step n draws the counter n * T + t of each slot's stream."""
@@ -273,7 +299,13 @@ class GRAM(nn.Module):
     def readout(self, h: torch.Tensor, heads_grad: bool = True) -> Readout:
         """Decoder logits from h at content positions; halting and value logits from h[:, 0]."""
         c = self.config
-        logits = self.decoder(h[:, c.n_puzzle :]).view(h.shape[0], c.seq_len, c.out_group, c.out_vocab)
+        z = h
+        if self.decoder_latent is not None:
+            latent = self.decoder_latent(h[:, : c.n_puzzle].flatten(1)).view(h.shape[0], c.seq_len, -1)
+            z = torch.cat((h[:, : c.n_puzzle], h[:, c.n_puzzle :] + latent), dim=1)
+        for block in self.decoder_blocks or ():
+            z = block(z)
+        logits = self.decoder(z[:, c.n_puzzle :]).view(h.shape[0], c.seq_len, c.out_group, c.out_vocab)
         first = h[:, 0] if heads_grad else h[:, 0].detach()
         return Readout(
             logits=logits,

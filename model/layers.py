@@ -242,6 +242,9 @@ class AttentionPosteriorHead(nn.Module):
         self.sigma_min = cfg.sigma_min
         self.inp = nn.Linear(2 * d, d)
         self.block = Block(cfg.with_(mixer="attn"))
+        # Registered only when asked for, so checkpoints of the one-block head load unchanged.
+        self.extra = (nn.ModuleList(Block(cfg.with_(mixer="attn")) for _ in range(cfg.posterior_layers - 1))
+                      if cfg.posterior_layers > 1 else None)
         self.out = nn.Linear(d, 2 * d)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -250,5 +253,7 @@ class AttentionPosteriorHead(nn.Module):
         self, u: torch.Tensor, y_feat: torch.Tensor, mu_p: torch.Tensor, sigma_p: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.block(self.inp(torch.cat((u, y_feat), dim=-1)))
+        for block in self.extra or ():
+            z = block(z)
         delta, s = self.out(z).chunk(2, dim=-1)
         return mu_p + delta, self.sigma_min + sigma_p * torch.exp(s.clamp(-6.0, 3.0))

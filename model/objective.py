@@ -109,7 +109,7 @@ class GRAMObjective(nn.Module):
         u = m.core(h, l)
         if c.stochastic:
             mu_p, sigma_p = m.prior(u)
-            h_p = u + mu_p + sigma_p * _randn_like(u, generator)
+            h_p = m.mask_noise(u + mu_p + sigma_p * _randn_like(u, generator), u)
             if c.prior_ce == 0.0:
                 h_p = h_p.detach()
         else:
@@ -120,8 +120,10 @@ class GRAMObjective(nn.Module):
             y = hindsight.nearest(out_p.logits, cands, counts, answer)
         if c.stochastic:
             mu_q, sigma_q = m.posterior(u, m.embed_target(y), mu_p, sigma_p)
-            h_q = u + mu_q + sigma_q * _randn_like(u, generator)
+            h_q = m.mask_noise(u + mu_q + sigma_q * _randn_like(u, generator), u)
             kl_el = kl_balanced(mu_q, sigma_q, mu_p, sigma_p, c.kl_balance).float().sum(-1)  # [B, S]
+            if m.noise_mask is not None:  # no noise there, nothing passed: only the noised positions count
+                kl_el = kl_el * m.noise_mask
             if c.kl_norm == "answer":
                 kl = (kl_el.sum(1) / answer.any(-1).sum(1).clamp_min(1)).mean()
             else:

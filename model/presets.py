@@ -108,6 +108,9 @@ def _cpu(name: str) -> TrainConfig:
         # No prior CE: MNIST is unconditional, so the prior's best guess of the target without the noise
         # is the mean image, whose argmax is nearly blank (measured: ink 2.4 % at 1425 steps, 0.4 % at
         # 3500, against the data's 13 %). The image must come through the noise: the ELBO alone.
+        # A global-latent recipe (noise at the puzzle tokens, a decoder that mixes positions; docs/GRAM.md
+        # 7.3) drew cleaner digits but did not beat this one on every figure; its resumable state is in
+        # training/state/mnist.
         model = config_for(task, **{**small, "positions": "grid", "beta": 0.07, "prior_ce": 0.0})
         return TrainConfig(name, model, batch=64, lr=1e-3, heldout_per_setting=0)
     raise KeyError(f"unknown run {name!r}; known: {', '.join(RUNS)}")

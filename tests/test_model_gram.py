@@ -208,3 +208,71 @@ def test_the_torch_only_copy_of_the_token_layouts_matches_the_task_modules() -> 
     assert set(KNOWN_SPECS) == set(TASKS)
     for name in TASKS:
         assert KNOWN_SPECS[name] == spec_for(name), name
+
+
+def test_default_config_keeps_the_linear_decoder_and_noise_everywhere() -> None:
+    """The options that came later default to the first checkpoints' network: no new tensors, so their
+    checkpoints load unchanged (strictly) and step as before."""
+    model = tiny_model("mnist")
+    assert model.decoder_blocks is None and model.noise_mask is None and model.decoder_latent is None
+    new = ("decoder_blocks", "decoder_latent", "posterior.extra")
+    assert not any(k.startswith(new) for k in model.state_dict())
+    grown = tiny_model("mnist", decoder_layers=1, noise_at="puzzle", posterior="attn", posterior_layers=2,
+                       decoder_from_puzzle=True)
+    assert any(k.startswith("decoder_blocks.0.") for k in grown.state_dict())
+    assert "decoder_latent.weight" in grown.state_dict()
+    assert any(k.startswith("posterior.extra.0.") for k in grown.state_dict())
+    with pytest.raises(ValueError, match="posterior='attn'"):
+        config_for("mnist", noise_at="puzzle")
+    with pytest.raises(ValueError, match="noise_at"):
+        config_for("mnist", noise_at="content", posterior="attn")
+    with pytest.raises(ValueError, match="decoder_layers"):
+        config_for("mnist", decoder_layers=-1)
+
+
+def test_noise_at_puzzle_leaves_the_content_positions_deterministic() -> None:
+    """noise_at="puzzle": h = u + eps at the P puzzle tokens only; two seeds give the same content
+    positions after one transition, different puzzle tokens, and a seed repeats bit for bit."""
+    model = tiny_model("mnist", T=1, noise_at="puzzle", posterior="attn", sigma_init=0.5)
+    c = model.config
+    e_x = model.encode(blank_x(c, 2))
+    h, l = model.init_state(2)
+    out = model.step(h, l, e_x, keys([1, 2], [0, 0]))
+    assert torch.equal(out.h[0, c.n_puzzle :], out.h[1, c.n_puzzle :])
+    assert not torch.allclose(out.h[0, : c.n_puzzle], out.h[1, : c.n_puzzle])
+    again = model.step(h, l, e_x, keys([1, 2], [0, 0]))
+    assert torch.equal(out.h, again.h) and torch.equal(out.tokens, again.tokens)
+    # Later transitions spread the puzzle tokens' noise over the content (the core attends to them).
+    deep = tiny_model("mnist", T=2, noise_at="puzzle", posterior="attn", sigma_init=0.5)
+    out = deep.step(*deep.init_state(2), deep.encode(blank_x(c, 2)), keys([1, 2], [0, 0]))
+    assert not torch.allclose(out.h[0, c.n_puzzle :], out.h[1, c.n_puzzle :])
+
+
+def test_decoder_blocks_mix_space_and_the_linear_decoder_does_not() -> None:
+    """With decoder_layers a position's logits depend on the other positions of h (and the puzzle
+    tokens); the linear head reads each position alone."""
+    for layers, mixes in ((0, False), (2, True)):
+        model = tiny_model("mnist", decoder_layers=layers)
+        c = model.config
+        h = torch.randn(1, c.total_len, c.d_model, generator=torch.Generator().manual_seed(0))
+        moved = h.clone()
+        moved[0, 0] += 1.0  # a puzzle token
+        moved[0, c.n_puzzle + 5] += 1.0  # content position 5
+        a, b = model.readout(h).logits, model.readout(moved).logits
+        assert not torch.allclose(a[0, 5], b[0, 5])
+        assert (not torch.allclose(a[0, 20], b[0, 20])) == mixes, layers
+
+
+def test_decoder_from_puzzle_maps_the_puzzle_tokens_to_every_patch() -> None:
+    """decoder_from_puzzle: a linear map of the puzzle tokens (the global latent) reaches every content
+    position's logits, even with no decoder blocks; the content positions still do not mix."""
+    model = tiny_model("mnist", decoder_from_puzzle=True)
+    c = model.config
+    h = torch.randn(1, c.total_len, c.d_model, generator=torch.Generator().manual_seed(0))
+    latent, content = h.clone(), h.clone()
+    latent[0, 1] += 1.0
+    content[0, c.n_puzzle + 5] += 1.0
+    base = model.readout(h).logits
+    assert all(not torch.allclose(base[0, j], model.readout(latent).logits[0, j]) for j in (0, 20, 48))
+    moved = model.readout(content).logits
+    assert not torch.allclose(base[0, 5], moved[0, 5]) and torch.allclose(base[0, 20], moved[0, 20])

@@ -137,3 +137,32 @@ def test_prior_carry_hides_the_target_from_the_next_step_and_posterior_carry_doe
         a = objective(x, y, h, l, torch.Generator().manual_seed(0)).h
         b = objective(x, y_other, h, l, torch.Generator().manual_seed(0)).h
         assert torch.equal(a, b) == same, carry
+
+
+def test_noise_at_puzzle_prices_the_kl_of_the_puzzle_tokens_only() -> None:
+    """noise_at="puzzle": only the P puzzle tokens are noised, so the KL counts only there (averaged over
+    all positions, so beta keeps its meaning); the content positions of the carry are u itself."""
+    from model.tasks import mnist
+
+    model = tiny_model("mnist", T=1, noise_at="puzzle", posterior="attn", posterior_layers=2,
+                       decoder_layers=1, decoder_from_puzzle=True).train()
+    torch.nn.init.normal_(model.posterior.out.weight, std=0.2)
+    c = model.config
+    x = mnist.TASK.blank_input().unsqueeze(0).expand(2, -1, -1)
+    y = torch.randint(1, 3, (2, c.seq_len, c.out_group), generator=torch.Generator().manual_seed(0))
+    h, l = model.init_state(2)
+    out = GRAMObjective(model)(x, y, h, l, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        e_x = model.encode(x)
+        for _ in range(c.K):
+            l = model.core(l, h, e_x)
+        u = model.core(h, l)
+        mu_p, s_p, mu_q, s_q = model.guidance_params(u, model.embed_target(y))
+        kl = ops.gaussian_kl(mu_q, s_q, mu_p, s_p).sum(-1)  # [B, S]
+    assert float(kl[:, c.n_puzzle :].sum()) > 0  # the heads would put noise there: the mask removes it
+    torch.testing.assert_close(out.kl, kl[:, : c.n_puzzle].sum(1).mean() / c.total_len)
+    torch.testing.assert_close(out.h[:, c.n_puzzle :], u[:, c.n_puzzle :])
+    out.loss.backward()
+    assert model.posterior.extra[0].mlp.w_down.grad is not None
+    assert model.decoder_blocks[0].mlp.w_down.grad is not None
+    assert model.decoder_latent.weight.grad is not None

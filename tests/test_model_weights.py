@@ -83,6 +83,16 @@ def test_eval_samples_at_the_checkpoints_recommended_temperature(monkeypatch: py
     assert hot["temperature"] == 3.0 and seen[-1] == 3.0
 
 
+def test_mnist_samples_at_the_checkpoints_recommended_temperature() -> None:
+    """gram eval and POST /sample draw MNIST at the card's prior_temperature unless told otherwise: the
+    card's value gives the same samples as asking for it, and another temperature other samples."""
+    model = load_checkpoint(WEIGHTS / "mnist.safetensors")
+    model.card["prior_temperature"] = 0.5
+    default = sample_mnist(model, 4, seed=2, steps=2)
+    assert torch.equal(default, sample_mnist(model, 4, seed=2, steps=2, temperature=0.5))
+    assert not torch.equal(default, sample_mnist(model, 4, seed=2, steps=2, temperature=1.0))
+
+
 def test_eval_follows_the_checkpoints_halting_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     """gram eval retires on the halting head as the service does: per the card's use_halting (the Sudoku
     checkpoint turns it off), unless told otherwise."""
