@@ -67,9 +67,8 @@ def not_found_hint(
                  else "whether any exists was not decided within the exact check's budget;")
         parts.append(f"{found} none of the {ran} reached a valid one")
         wider = min(job.num_trajectories * WIDEN, max_trajectories)
-        if wider > job.num_trajectories:
-            parts.append(f"try num_trajectories {wider}")
-        parts.append("or a higher temperature (more exploration)")
+        more = f"num_trajectories {wider} or " if wider > job.num_trajectories else ""
+        parts.append(f"try {more}a higher temperature (more exploration)")
     if note:
         parts.append(f"this request lies outside the model's training range: {note}")
     return "; ".join(parts)
