@@ -42,7 +42,8 @@ class TrainConfig:
     # solutions of each input; 0 or 1 = the generator's one target (the paper).
     hindsight: int = 0
     # "bf16": run the training step under CPU/GPU autocast to bfloat16 (1.9x on Sudoku's 81-token
-    # model; nothing on the small-token ones); "" = fp32.
+    # model on a CPU with native bf16; nothing on the small-token ones), used only where the trainer
+    # measures that a bf16 matmul beats fp32 (an AVX2-only CPU emulates bf16); "" = fp32.
     autocast: str = ""
     # Start from these weights (a checkpoint with the same backbone; new heads keep their init).
     init_from: str = ""
