@@ -9,6 +9,8 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton (kernels.backend also does)
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -163,8 +165,9 @@ def test_cpu_path_setting_overrides_measurement(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.usefixtures("torch_kernels")
-def test_cpu_path_measures_and_picks_the_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_path_measures_and_picks_the_fastest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("GRAM_CPU_PATH", raising=False)
+    monkeypatch.setenv("GRAM_CPU_PATH_CACHE", str(tmp_path / "cpu_path.json"))  # nothing recorded yet
     model = _small_model("attn")
     path, figures = cpu_path.choose(model, 4, paths=("fp32", "bf16"), repeats=1)
     assert {f.path for f in figures} == {"fp32", "bf16"}
