@@ -108,7 +108,10 @@ def test_a_job_whose_deadline_the_stream_would_make_it_miss_is_refused_at_once(u
     assert not client.exists(work_key("toy"))  # every entry's budget was taken off with the entry
     # admitted by the API, run by the worker: not refused again by its engine and left to be re-claimed
     assert client.xlen("gram:dead:toy") == 0
-    assert all(a.outcome == Outcome.complete for a in accepted), accepted
+    # Each accepted job is answered: complete, or partial when the engine stops it before a step that
+    # would end past its deadline (the admission estimate is a moving average, not a promise).
+    assert all(a.outcome in (Outcome.complete, Outcome.partial) for a in accepted), accepted
+    assert any(a.outcome == Outcome.complete for a in accepted), accepted
 
 
 def test_a_retry_after_an_outage_gets_the_answer_of_the_job_that_ran_on(
