@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,25 +23,11 @@ from service.redis.cache import ResultCache
 from service.redis.keys import GROUP, connect, lease_key, result_key, work_key
 from service.redis.scripts import SUBMIT_LUA
 from tests.fake_model import FakeModel
-from tests.test_redis_harness import Server, start_redis
+from tests.test_redis_harness import Server
 from tests.test_redis_queue import STREAM, make_queue, make_worker, serving, toy_job, until
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_redis(tmp_path_factory.mktemp("redis-faults"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def url(redis_server: Server) -> Iterator[str]:
-    client = redis.Redis(port=redis_server.port)
-    client.flushdb()
-    yield f"redis://127.0.0.1:{redis_server.port}/0"
-    client.flushdb()
 
 
 def test_a_dead_workers_job_is_reclaimed_while_the_survivor_is_busy(url: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,26 +22,11 @@ from service.redis.worker import Worker
 from service.runtime import Runtime
 from service.settings import Settings
 from tests.fake_model import FakeModel, ToyTask, expected_toy_outcome
-from tests.test_redis_harness import Server, start_redis
 
 pytestmark = pytest.mark.timeout(60)
 TASK = ToyTask()
 STREAM = stream_key("toy")
 
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_redis(tmp_path_factory.mktemp("redis-queue"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def url(redis_server: Server) -> Iterator[str]:
-    client = redis.Redis(port=redis_server.port)
-    client.flushdb()
-    yield f"redis://127.0.0.1:{redis_server.port}/0"
-    client.flushdb()
 
 
 def toy_job(seed: int, width: int = 6, k: int = 3, spread: int = 3, **kw: Any) -> Job:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,25 +14,10 @@ import redis
 from service.jobs import Outcome
 from service.redis.events import events_key
 from tests.fake_model import FakeModel
-from tests.test_redis_harness import Server, start_redis
 from tests.test_redis_queue import make_queue, make_worker, serving, toy_job, until
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_redis(tmp_path_factory.mktemp("redis-streaming"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def url(redis_server: Server) -> Iterator[str]:
-    client = redis.Redis(port=redis_server.port)
-    client.flushdb()
-    yield f"redis://127.0.0.1:{redis_server.port}/0"
-    client.flushdb()
 
 
 def test_a_streamed_job_relays_its_events_through_redis_and_ends_with_the_same_answer(url: str) -> None:
